@@ -1,0 +1,18 @@
+"""cxql: explain neurons with logical formulas over human concepts.
+
+The public API (SPEC section 4)::
+
+    store = cxql.ConceptStore.from_masks(masks, names, categories)
+    store.add_unit_masks("layer4", unit_masks)        # or store.add_units(layer, activations)
+    session = cxql.connect(store)                      # or a store path
+    session.execute("SEARCH unit * LENGTH 3 BEAM 10").rows
+    cxql.parse("(water OR river) AND NOT blue")
+"""
+
+from .engine import Result, Session, connect
+from .errors import CxqlError
+from .parser import parse
+from .store import ConceptStore, Threshold
+
+__all__ = ["ConceptStore", "CxqlError", "Result", "Session", "Threshold", "connect", "parse"]
+__version__ = "0.1.0"

@@ -1,0 +1,248 @@
+"""The ``cxql`` command: queries, scripts, the shell, and store/unit tools.
+
+    cxql                                  shell on the bundled demo store
+    cxql -s STORE -c "QUERY" [--format F] run a query and print the results
+    cxql -s STORE script.cxql             run a script file
+    cxql units add STORE LAYER ACTS.npy   attach a layer's activations
+    cxql store info STORE                 what a store holds
+
+Exit status: 0 success, 1 query or data error, 2 usage error. Errors go to
+stderr as one message with the position of the fault, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .engine import Session, connect
+from .errors import CxqlError, DataError, UsageError
+from .render import FORMATS, render
+from .resources import demo_store_path
+from .store import ConceptStore
+
+#: Subcommand groups: name -> function adding its parser(s) to the subparsers.
+#: Each sets ``func`` (args -> exit code) on the parsers it adds.
+SUBCOMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {}
+
+
+def subcommand(name: str):
+    """Register a function that adds the ``cxql NAME ...`` parsers."""
+    def register(fn: Callable[[argparse._SubParsersAction], None]):
+        SUBCOMMANDS[name] = fn
+        return fn
+    return register
+
+
+# ---------------------------------------------------------------- progress
+
+
+class RichProgress:
+    """A Rich progress bar on stderr, shown only when stderr is a terminal."""
+
+    def __init__(self, enabled: bool | None = None) -> None:
+        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+        self._bar = None
+        self._task = None
+
+    def start(self, total: int, description: str) -> None:
+        if not self.enabled:
+            return
+        from rich.console import Console
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                                   TimeRemainingColumn)
+        self._bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                             TimeElapsedColumn(), TimeRemainingColumn(),
+                             TextColumn("{task.fields[note]}", style="dim"),
+                             console=Console(stderr=True), transient=True)
+        self._bar.start()
+        self._task = self._bar.add_task(description, total=total, note="")
+
+    def advance(self, n: int = 1, note: str | None = None) -> None:
+        if self._bar is not None:
+            self._bar.update(self._task, advance=n, note=(note or "")[:60])
+
+    def finish(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+
+
+# ---------------------------------------------------------------- parsers
+
+
+def _query_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="cxql", description="Explain neurons with logical formulas over concepts.",
+        epilog="subcommands: " + ", ".join(["store", "units", *[n for n in SUBCOMMANDS if n not in ("store", "units")]])
+        + " (cxql SUBCOMMAND --help)")
+    p.add_argument("-s", "--store", help="concept store directory (default: the bundled demo store)")
+    p.add_argument("-c", "--command", action="append", metavar="QUERY",
+                   help="run QUERY and print its results (repeatable)")
+    p.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
+    p.add_argument("--device", help="torch device for the engine, e.g. cuda (same as SET device)")
+    p.add_argument("scripts", nargs="*", metavar="SCRIPT", help="query script files to run, - for stdin")
+    return p
+
+
+def _tools_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="cxql", description="cxql store and unit tools")
+    sub = p.add_subparsers(dest="group", required=True)
+    for add in SUBCOMMANDS.values():
+        add(sub)
+    return p
+
+
+@subcommand("units")
+def _units_parsers(sub: argparse._SubParsersAction) -> None:
+    units = sub.add_parser("units", help="attach unit layers to a store")
+    usub = units.add_subparsers(dest="action", required=True)
+    add = usub.add_parser("add", help="attach a layer from saved activations (.npy or .pt)",
+                          description="Activations are [samples, units, h, w] (upsampled to the mask shape) "
+                                      "or [samples, units], in the store's sample order.")
+    add.add_argument("store")
+    add.add_argument("layer")
+    add.add_argument("activations")
+    add.add_argument("--threshold", help="absolute value, or quantile:LEVEL (default: the store kind's)")
+    add.add_argument("--no-keep", action="store_true", help="do not keep raw activations (SET threshold off)")
+    add.set_defaults(func=_units_add)
+
+
+@subcommand("store")
+def _store_parsers(sub: argparse._SubParsersAction) -> None:
+    store = sub.add_parser("store", help="build and inspect concept stores")
+    ssub = store.add_subparsers(dest="action", required=True)
+    info = ssub.add_parser("info", help="what a store holds")
+    info.add_argument("store")
+    info.add_argument("--format", choices=FORMATS, default="table")
+    info.set_defaults(func=_store_info)
+    build = ssub.add_parser("build", help="build a store from a probe dataset")
+    kinds = build.add_subparsers(dest="source", required=True)
+    for add in STORE_BUILDERS.values():
+        add(kinds)
+
+
+#: ``cxql store build KIND`` parsers: kind -> function adding its parser.
+STORE_BUILDERS: dict[str, Callable[[argparse._SubParsersAction], None]] = {}
+
+
+def load_activations(path: str) -> np.ndarray:
+    """A .npy (memory-mapped) or .pt activation array, with clear errors."""
+    p = Path(path)
+    if not p.exists():
+        raise DataError(f"{path}: no such file")
+    try:
+        if p.suffix == ".pt":
+            import torch
+            value = torch.load(p, map_location="cpu", weights_only=True)
+            return value.numpy() if hasattr(value, "numpy") else np.asarray(value)
+        return np.load(p, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError, RuntimeError) as exc:
+        raise DataError(f"{path}: cannot read activations ({exc})") from None
+
+
+def _units_add(args: argparse.Namespace) -> int:
+    store = ConceptStore.open(args.store)
+    acts = load_activations(args.activations)
+    progress = RichProgress()
+    progress.start(acts.shape[0] if acts.ndim else 0, f"thresholding {args.layer}")
+    try:
+        threshold = args.threshold
+        if threshold is not None:
+            try:
+                threshold = float(threshold)
+            except ValueError:
+                pass
+        layer = store.add_units(args.layer, acts, threshold, keep_activations=not args.no_keep,
+                                progress=lambda n: progress.advance(n))
+    finally:
+        progress.finish()
+    print(f"added layer {layer.name!r}: {layer.n_units} units, threshold {layer.threshold}, "
+          f"masks as {layer.meta['encoding']}", file=sys.stderr)
+    return 0
+
+
+def _store_info(args: argparse.Namespace) -> int:
+    session = connect(args.store)
+    render([session.execute("SHOW store")], args.format, sys.stdout)
+    return 0
+
+
+# ---------------------------------------------------------------- main
+
+
+def open_session(store: str | None, device: str | None = None) -> Session:
+    path = Path(store) if store else demo_store_path()
+    if store and not path.exists():
+        raise UsageError(f"no store at {store}")
+    session = connect(path)
+    if device:
+        session.execute(f"SET device = '{device}'")
+    return session
+
+
+def run_queries(args: argparse.Namespace) -> int:
+    session = open_session(args.store, args.device)
+    session.progress = RichProgress()
+    sources: list[tuple[str, str]] = [("-c", q) for q in args.command or []]
+    for script in args.scripts:
+        if script == "-":
+            sources.append(("<stdin>", sys.stdin.read()))
+            continue
+        try:
+            sources.append((script, Path(script).read_text(encoding="utf-8")))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"{script}: cannot read script ({exc})") from None
+    if not sources:
+        if sys.stdin.isatty():
+            from .shell import run_shell
+            return run_shell(session)
+        sources.append(("<stdin>", sys.stdin.read()))
+    for origin, text in sources:
+        try:
+            results = list(session.stream(text))
+        except CxqlError as exc:
+            if origin not in ("-c",):
+                exc.message = f"{origin}: {exc.message}"
+            raise
+        render(results, args.format, sys.stdout)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    _load_extensions()
+    try:
+        if argv and argv[0] in SUBCOMMANDS:
+            args = _tools_parser().parse_args(argv)
+            return args.func(args)
+        return run_queries(_query_parser().parse_args(argv))
+    except CxqlError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+#: Modules that register subcommands or store builders when imported.
+EXTENSIONS: tuple[str, ...] = ()
+
+
+def _load_extensions() -> None:
+    import importlib
+
+    for name in EXTENSIONS:
+        importlib.import_module(name)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""Errors users see, and how they are shown.
+
+Every fault a user can cause is a :class:`CxqlError` with a message that names
+the fault and where it is: a query error carries a :class:`Span` into the query
+text and renders with line, column and a caret; a data error names the file
+and row. The CLI and shell print ``str(error)`` and never a traceback. The exit
+status comes from the class: query errors 1, usage errors 2.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Iterable
+
+
+@dataclass(frozen=True)
+class Span:
+    """A region of query text: 1-based line and column, 0-based offsets."""
+
+    line: int
+    column: int
+    start: int
+    end: int
+
+
+class CxqlError(Exception):
+    """Base of every error cxql reports to users."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, span: Span | None = None, text: str | None = None,
+                 hint: str | None = None, needle: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.span = span
+        self.text = text
+        self.hint = hint
+        self.needle = needle  # the offending word, for finding its place in the query
+
+    def locate(self, text: str, region: Span) -> "CxqlError":
+        """Point the error at ``needle`` inside ``region`` of ``text`` (or at the whole region)."""
+        if self.span is not None:
+            return self.with_source(text)
+        start, end = region.start, region.end
+        if self.needle:
+            found = text.find(self.needle, start, end)
+            if found >= 0:
+                start, end = found, found + len(self.needle)
+        line = text.count("\n", 0, start) + 1
+        column = start - (text.rfind("\n", 0, start) + 1) + 1
+        self.span = Span(line, column, start, end)
+        return self.with_source(text)
+
+    def with_source(self, text: str) -> "CxqlError":
+        """Attach the query text so the error can draw its caret."""
+        if self.text is None:
+            self.text = text
+        return self
+
+    def __str__(self) -> str:
+        out = self.message
+        if self.span is not None and self.text is not None:
+            out = f"line {self.span.line}, column {self.span.column}: {out}\n{caret(self.text, self.span)}"
+        if self.hint:
+            out += f"\nhint: {self.hint}"
+        return out
+
+
+class QuerySyntaxError(CxqlError):
+    """The text does not parse."""
+
+
+class NameResolutionError(CxqlError):
+    """An unknown or ambiguous concept, unit, layer, setting or LET name."""
+
+
+class QueryError(CxqlError):
+    """A statement that parses but cannot run (empty range, LENGTH 0, ...)."""
+
+
+class StoreError(CxqlError):
+    """A store that is missing, damaged or of another format version."""
+
+
+class DataError(CxqlError):
+    """Input data (activations, CSV, PNG, JSON lines) that cannot be used."""
+
+
+class UsageError(CxqlError):
+    """Wrong command-line use."""
+
+    exit_code = 2
+
+
+def caret(text: str, span: Span) -> str:
+    """The offending line with a caret (or carets) under the span."""
+    lines = text.splitlines() or [""]
+    line = lines[min(span.line, len(lines)) - 1]
+    width = max(1, min(span.end - span.start, len(line) - span.column + 1))
+    return f"  {line}\n  {' ' * (span.column - 1)}{'^' * width}"
+
+
+def did_you_mean(word: str, choices: Iterable[str], n: int = 3) -> str | None:
+    """A 'did you mean' hint for a misspelt name, or None when nothing is close."""
+    choices = list(dict.fromkeys(choices))
+    lowered = {c.lower(): c for c in choices}
+    close = difflib.get_close_matches(word.lower(), list(lowered), n=n, cutoff=0.6)
+    if not close:
+        return None
+    return "did you mean " + ", ".join(lowered[c] for c in close) + "?"

@@ -1,0 +1,177 @@
+"""Beam search for a unit's best formula (SPEC section 3, after compexp).
+
+For a unit mask M and a formula F already in the beam, every candidate
+``F OR c``, ``F AND c``, ``F AND NOT c`` has its counts in closed form from
+|F AND c| and |M AND F AND c|, plus |c|, |M AND c|, |F|, |M AND F| known in
+advance::
+
+    OR:      |G| = |F| + |c| - |F&c|     |M&G| = |M&F| + |M&c| - |M&F&c|
+    AND:     |G| = |F&c|                 |M&G| = |M&F&c|
+    AND NOT: |G| = |F| - |F&c|           |M&G| = |M&F| - |M&F&c|
+
+so one step scores every beam entry against every concept with a single
+product of [2B, S] weighted beam masks by the [S, K] concept table
+(:meth:`Backend.concept_counts`). Only the B winners ever get a mask.
+
+Order and ties (deterministic, as compexp): concepts are scored in store
+order; candidates are the old beam (in beam order) followed by, for each beam
+entry in order and each non-empty concept in store order, ``(f OR c)``,
+``(f AND c)``, ``(f AND NOT c)``. A stable sort by IoU, descending, keeps the
+earlier candidate on ties. Duplicates keep their own slots unless DISTINCT.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+
+from . import syntax as s
+from .backend import Backend
+from .compiler import Resolver
+
+
+@dataclass(frozen=True)
+class Scored:
+    """A formula with its exact counts against one unit."""
+
+    formula: s.Formula
+    inter: int  # |M AND F|
+    size: int   # |F|
+    iou: float
+
+    @property
+    def length(self) -> int:
+        return s.length(self.formula)
+
+
+@dataclass
+class SearchResult:
+    unit: int
+    mask_size: int
+    best: Scored | None
+    beam: list[Scored]
+    by_length: dict[int, Scored] = field(default_factory=dict)
+
+
+def iou_of(inter: int, size: int, mask_size: int) -> float:
+    """IoU from exact counts; 0 when the union is empty."""
+    union = mask_size + size - inter
+    return inter / union if union else 0.0
+
+
+def _ious(inter: torch.Tensor, size: torch.Tensor, mask_size: int) -> torch.Tensor:
+    union = mask_size + size - inter
+    return torch.where(union > 0, inter / union.clamp(min=1), torch.zeros_like(inter))
+
+
+@dataclass
+class _Entry:
+    scored: Scored
+    mask: torch.Tensor  # bool [S]
+
+
+OPS = ("or", "and", "andnot")
+
+
+def _combine(f: s.Formula, c: s.Concept, op: int) -> s.Formula:
+    if op == 0:
+        return s.Or(f, c)
+    if op == 1:
+        return s.And(f, c)
+    return s.And(f, s.Not(c))
+
+
+def beam_search(backend: Backend, resolver: Resolver, hist: torch.Tensor, unit: int = 0, *,
+                length: int = 3, beam: int = 5, distinct: bool = False,
+                cancelled: Callable[[], bool] | None = None) -> SearchResult:
+    """The best formula of at most ``length`` leaves for the unit whose signature histogram is ``hist``."""
+    mask_size = int(hist.sum().item())
+    sizes = backend.concept_sizes
+    m_and_c = backend.concept_counts(hist[None, :])[0]
+    single = _ious(m_and_c, sizes, mask_size)
+    names = [s.Concept(resolver.display_name(i)) for i in range(backend.n_concepts)]
+
+    result = SearchResult(unit, mask_size, None, [])
+    order = np.argsort(-single.cpu().numpy(), kind="stable")
+    entries: list[_Entry] = []
+    for k in order:
+        if len(entries) == beam or single[k] <= 0:
+            break
+        scored = Scored(names[k], int(m_and_c[k]), int(sizes[k]), float(single[k]))
+        entries.append(_Entry(scored, backend.column(int(k))))
+    if not entries:
+        return result
+    result.by_length[1] = entries[0].scored
+
+    nonempty = torch.nonzero(sizes > 0).flatten()
+    cs, mc = sizes[nonempty], m_and_c[nonempty]
+    for _ in range(length - 1):
+        if cancelled and cancelled():
+            break
+        masks = torch.stack([e.mask for e in entries])                     # [B, S]
+        weights = torch.stack([backend.counts, hist])                        # [2, S]
+        counts = backend.concept_counts(
+            lambda a, b: (masks[:, None, a:b] * weights[None, :, a:b]).transpose(0, 1).reshape(-1, b - a))
+        n_b = len(entries)
+        f_c, m_f_c = counts[:n_b, nonempty], counts[n_b:, nonempty]           # [B, K']
+        f_size = torch.tensor([float(e.scored.size) for e in entries], dtype=torch.float64,
+                              device=backend.device)[:, None]
+        f_inter = torch.tensor([float(e.scored.inter) for e in entries], dtype=torch.float64,
+                               device=backend.device)[:, None]
+        new_size = torch.stack([f_size + cs - f_c, f_c, f_size - f_c], dim=-1)        # [B, K', 3]
+        new_inter = torch.stack([f_inter + mc - m_f_c, m_f_c, f_inter - m_f_c], dim=-1)
+        new_iou = _ious(new_inter, new_size, mask_size)
+        old_iou = torch.tensor([e.scored.iou for e in entries], dtype=torch.float64)
+        all_iou = np.concatenate([old_iou.numpy(), new_iou.flatten().cpu().numpy()])
+        _note_lengths(result, entries, new_iou, new_inter, new_size, nonempty, names)
+
+        chosen: list[_Entry] = []
+        seen: set[s.Formula] = set()
+        flat_inter = new_inter.flatten().cpu().numpy()
+        flat_size = new_size.flatten().cpu().numpy()
+        for idx in np.argsort(-all_iou, kind="stable"):
+            if idx < n_b:
+                entry = entries[idx]
+            else:
+                j = idx - n_b
+                b, rest = divmod(j, len(nonempty) * 3)
+                ci, op = divmod(rest, 3)
+                k = int(nonempty[ci])
+                parent = entries[b]
+                formula = _combine(parent.scored.formula, names[k], op)
+                if distinct and formula in seen:
+                    continue
+                col = backend.column(k)
+                mask = (parent.mask | col, parent.mask & col, parent.mask & ~col)[op]
+                entry = _Entry(Scored(formula, int(flat_inter[j]), int(flat_size[j]), float(all_iou[idx])), mask)
+            if distinct and entry.scored.formula in seen:
+                continue
+            seen.add(entry.scored.formula)
+            chosen.append(entry)
+            if len(chosen) == beam:
+                break
+        entries = chosen
+
+    result.beam = [e.scored for e in entries]
+    result.best = result.beam[0]
+    return result
+
+
+def _note_lengths(result: SearchResult, entries: list[_Entry], new_iou: torch.Tensor, new_inter: torch.Tensor,
+                  new_size: torch.Tensor, nonempty: torch.Tensor, names: list[s.Concept]) -> None:
+    """Keep the best formula seen at each length (ties: the earliest generated)."""
+    lengths = torch.tensor([e.scored.length + 1 for e in entries])
+    for n in torch.unique(lengths).tolist():
+        rows = torch.nonzero(lengths == n).flatten()
+        block = new_iou[rows.to(new_iou.device)].flatten()
+        j = int(torch.argmax(block).item())  # argmax returns the first maximum
+        if n in result.by_length and result.by_length[n].iou >= float(block[j]):
+            continue
+        b_local, rest = divmod(j, new_iou.shape[1] * 3)
+        ci, op = divmod(rest, 3)
+        b = int(rows[b_local])
+        formula = _combine(entries[b].scored.formula, names[int(nonempty[ci])], op)
+        result.by_length[n] = Scored(formula, int(new_inter[b, ci, op]), int(new_size[b, ci, op]), float(block[j]))

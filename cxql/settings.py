@@ -1,0 +1,94 @@
+"""Session settings (``SET name = value``): one registry with defaults and checks.
+
+The shell completes these names and values from the same table, and
+``SHOW settings`` lists it, so a setting exists in exactly one place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from .errors import NameResolutionError, QueryError, did_you_mean
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: Any
+    check: Callable[[Any], Any]
+    help: str
+    choices: tuple[str, ...] = ()
+
+
+def _positive_int(name: str) -> Callable[[Any], int]:
+    def check(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise QueryError(f"{name} must be a whole number of at least 1, got {value!r}", needle=str(value))
+        return value
+    return check
+
+
+def _device(value: Any) -> str:
+    import torch
+
+    text = str(value).lower()
+    if text == "cpu":
+        return text
+    if text.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise QueryError("device 'cuda' is not available on this machine (torch sees no GPU)",
+                             needle=str(value))
+        return text
+    if text == "mps" and getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return text
+    raise QueryError(f"unknown device {value!r}; use 'cpu' or 'cuda'", needle=str(value))
+
+
+def _threshold(value: Any) -> Any:
+    from .store.units import Threshold
+
+    if isinstance(value, str) and value.lower() in ("default", "store", "none"):
+        return None
+    Threshold.parse(value, Threshold("absolute"))  # raises a clear error when malformed
+    return value
+
+
+def _layer(value: Any) -> str | None:
+    return None if value in (None, "") else str(value)
+
+
+def _bool(value: Any) -> bool:
+    text = str(value).lower()
+    if text in ("1", "true", "on", "yes"):
+        return True
+    if text in ("0", "false", "off", "no"):
+        return False
+    raise QueryError(f"expected on or off, got {value!r}", needle=str(value))
+
+
+SETTINGS: dict[str, Setting] = {s.name: s for s in [
+    Setting("beam", 5, _positive_int("beam"), "beam size of SEARCH when BEAM is not given"),
+    Setting("length", 3, _positive_int("length"), "maximum formula length of SEARCH when LENGTH is not given"),
+    Setting("top", 10, _positive_int("top"), "rows MATCH returns when TOP is not given"),
+    Setting("threshold", None, _threshold,
+            "unit threshold: a number (absolute) or 'quantile:0.995'; 'default' uses the store's",
+            ("default", "quantile:0.995")),
+    Setting("device", "cpu", _device, "where tensors live: 'cpu' or 'cuda'", ("cpu", "cuda")),
+    Setting("layer", None, _layer, "the unit layer that `unit N` refers to (default: the first)"),
+    Setting("chunk_mb", 64, _positive_int("chunk_mb"), "memory bound for one chunk of the concept table"),
+    Setting("distinct", False, _bool, "SEARCH keeps one beam entry per formula", ("on", "off")),
+]}
+
+
+def check_setting(name: str, value: Any) -> Any:
+    """The validated value for ``SET name = value``."""
+    setting = SETTINGS.get(name.lower())
+    if setting is None:
+        raise NameResolutionError(f"unknown setting {name!r}", needle=name,
+                                  hint=did_you_mean(name, SETTINGS) or "settings: " + ", ".join(SETTINGS))
+    return setting.check(value)
+
+
+def defaults() -> dict[str, Any]:
+    return {name: s.default for name, s in SETTINGS.items()}

@@ -1,0 +1,447 @@
+"""The concept store: concepts, samples and unit layers of one probe dataset.
+
+On disk a store is a directory::
+
+    manifest.json        format version, sizes, concepts, layers (read at open)
+    signatures.npy       uint8 [S, ceil(K/8)]  distinct concept sets, bit-packed
+    sig_counts.npy       int64 [S]             positions carrying each signature
+    position_sig.npy     uint32 [N]            each position's signature id
+    samples.npy          int64 [n+1]           sample offsets (only if irregular)
+    layers/<name>/       one directory per unit layer:
+        thresholds.npy   float64 [U]
+        hist_*.npy       per-unit signature histograms (CSR)
+        mask_*.npy       unit masks: CSR positions or bit-packed rows
+        activations.npy  the raw activations, when kept (for SET threshold)
+
+Opening reads only the manifest and maps the arrays (``np.load(mmap_mode='r')``
+reads just their headers), so a store of any size opens at once. Every write
+goes to a temporary directory that is renamed into place, and the manifest is
+replaced atomically last, so a crash never leaves a half-written store.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from ..errors import DataError, StoreError
+from . import signatures as sig
+from . import units as un
+
+FORMAT = "cxql-store"
+VERSION = 1
+MANIFEST = "manifest.json"
+
+
+@dataclass(frozen=True)
+class ConceptInfo:
+    """One concept: its index in store order, name, category and size."""
+
+    index: int
+    name: str
+    category: str
+    count: int
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.category}:{self.name}" if self.category else self.name
+
+
+class Layer:
+    """A layer's unit masks, histograms and thresholds (arrays mapped lazily)."""
+
+    def __init__(self, name: str, meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray],
+                 n_positions: int) -> None:
+        self.name = name
+        self.meta = dict(meta)
+        self.arrays = dict(arrays)
+        self.n_positions = n_positions
+
+    @property
+    def n_units(self) -> int:
+        return int(self.meta["units"])
+
+    @property
+    def threshold(self) -> un.Threshold:
+        t = self.meta["threshold"]
+        return un.Threshold(t["kind"], float(t["value"]))
+
+    @property
+    def thresholds(self) -> np.ndarray | None:
+        return self.arrays.get("thresholds")
+
+    @property
+    def activations(self) -> np.ndarray | None:
+        return self.arrays.get("activations")
+
+    def unit_positions(self, u: int) -> np.ndarray:
+        """Sorted positions where unit u is active."""
+        if self.meta["encoding"] == "bits":
+            return un.decode_bits_row(self.arrays["mask_bits"][u], self.n_positions)
+        ptr = self.arrays["mask_indptr"]
+        return np.asarray(self.arrays["mask_positions"][ptr[u]:ptr[u + 1]], dtype=np.int64)
+
+    def histogram(self, u: int) -> tuple[np.ndarray, np.ndarray]:
+        """(signature ids, counts) of unit u's active positions."""
+        ptr = self.arrays["hist_indptr"]
+        a, b = int(ptr[u]), int(ptr[u + 1])
+        return (np.asarray(self.arrays["hist_sig"][a:b], dtype=np.int64),
+                np.asarray(self.arrays["hist_count"][a:b], dtype=np.int64))
+
+    @cached_property
+    def mask_sizes(self) -> np.ndarray:
+        """int64 [U]: |M_u| for every unit."""
+        ptr = self.arrays["hist_indptr"]
+        cnt = np.asarray(self.arrays["hist_count"], dtype=np.int64)
+        sums = np.concatenate([[0], np.cumsum(cnt)])
+        return sums[ptr[1:]] - sums[ptr[:-1]]
+
+
+class ConceptStore:
+    """A probe dataset's concepts and unit layers; see the module docstring for the layout."""
+
+    def __init__(self, manifest: dict, arrays: dict[str, np.ndarray], layers: dict[str, Layer],
+                 path: Path | None = None) -> None:
+        self.manifest = manifest
+        self.arrays = arrays
+        self.layers = layers
+        self.path = path
+
+    # ------------------------------------------------------------ creation
+
+    @classmethod
+    def from_masks(cls, masks: np.ndarray, names: Sequence[str], categories: Sequence[str] | None = None,
+                   sample_ids: Sequence[Any] | None = None, *, mask_shape: Sequence[int] | None = None,
+                   kind: str = "vision", metadata: Mapping[str, Any] | None = None) -> "ConceptStore":
+        """An in-memory store from dense bool masks [N, K].
+
+        ``sample_ids`` gives each position's sample (length N; each sample's
+        positions contiguous) or, with ``mask_shape``, a name per sample. With
+        neither, every position is its own sample.
+        """
+        masks = np.asarray(masks)
+        if masks.ndim != 2:
+            raise DataError(f"masks must be a 2-D bool array [positions, concepts], got shape {list(masks.shape)}")
+        n, k = masks.shape
+        if len(names) != k:
+            raise DataError(f"{len(names)} names for {k} concept columns")
+        if k == 0:
+            raise DataError("a store needs at least one concept")
+        categories = list(categories) if categories is not None else [""] * k
+        if len(categories) != k:
+            raise DataError(f"{len(categories)} categories for {k} concept columns")
+        offsets, sample_names = _sample_layout(n, sample_ids, mask_shape)
+        builder = sig.SignatureBuilder(k)
+        position_sig = np.concatenate([builder.add(sig.pack_rows(masks[i:i + 65536]))
+                                       for i in range(0, max(n, 1), 65536)]) if n else np.zeros(0, np.uint32)
+        bits, counts = builder.table()
+        return cls.from_signatures(bits, counts, position_sig, names, categories, offsets,
+                                   mask_shape=mask_shape, kind=kind, sample_names=sample_names,
+                                   metadata=metadata)
+
+    @classmethod
+    def from_signatures(cls, bits: np.ndarray, counts: np.ndarray, position_sig: np.ndarray,
+                        names: Sequence[str], categories: Sequence[str], sample_offsets: np.ndarray | None,
+                        *, mask_shape: Sequence[int] | None = None, kind: str = "vision",
+                        sample_names: Sequence[str] | None = None,
+                        metadata: Mapping[str, Any] | None = None) -> "ConceptStore":
+        """A store from an already built signature table (the builders' entry point)."""
+        n = int(len(position_sig))
+        per = int(np.prod(mask_shape)) if mask_shape else 1
+        n_samples = n // per if sample_offsets is None else len(sample_offsets) - 1
+        concept_counts = sig.concept_counts(bits, counts, len(names))
+        manifest = {
+            "format": FORMAT, "version": VERSION, "kind": kind,
+            "n_positions": n, "n_samples": int(n_samples),
+            "mask_shape": list(mask_shape) if mask_shape else None,
+            "n_signatures": int(bits.shape[0]),
+            "concepts": [{"name": str(nm), "category": str(cat), "count": int(c)}
+                         for nm, cat, c in zip(names, categories, concept_counts)],
+            "sample_names": list(map(str, sample_names)) if sample_names is not None else None,
+            "layers": {},
+            "metadata": dict(metadata or {}),
+        }
+        arrays = {"signatures": bits, "sig_counts": counts.astype(np.int64),
+                  "position_sig": position_sig.astype(np.uint32)}
+        if sample_offsets is not None:
+            arrays["samples"] = np.asarray(sample_offsets, dtype=np.int64)
+        return cls(manifest, arrays, {})
+
+    # ------------------------------------------------------------ properties
+
+    @property
+    def kind(self) -> str:
+        return self.manifest["kind"]
+
+    @property
+    def n_positions(self) -> int:
+        return int(self.manifest["n_positions"])
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.manifest["n_samples"])
+
+    @property
+    def n_signatures(self) -> int:
+        return int(self.manifest["n_signatures"])
+
+    @property
+    def mask_shape(self) -> tuple[int, ...] | None:
+        shape = self.manifest["mask_shape"]
+        return tuple(shape) if shape else None
+
+    @property
+    def metadata(self) -> dict:
+        return self.manifest.setdefault("metadata", {})
+
+    @cached_property
+    def concepts(self) -> list[ConceptInfo]:
+        return [ConceptInfo(i, c["name"], c["category"], int(c["count"]))
+                for i, c in enumerate(self.manifest["concepts"])]
+
+    @property
+    def signature_bits(self) -> np.ndarray:
+        return self.arrays["signatures"]
+
+    @property
+    def signature_counts(self) -> np.ndarray:
+        return self.arrays["sig_counts"]
+
+    @property
+    def position_signatures(self) -> np.ndarray:
+        return self.arrays["position_sig"]
+
+    @cached_property
+    def sample_offsets(self) -> np.ndarray:
+        """int64 [n_samples + 1]: sample i covers positions offsets[i]:offsets[i+1]."""
+        if "samples" in self.arrays:
+            return np.asarray(self.arrays["samples"], dtype=np.int64)
+        per = int(np.prod(self.mask_shape)) if self.mask_shape else 1
+        return np.arange(self.n_samples + 1, dtype=np.int64) * per
+
+    def default_threshold(self) -> un.Threshold:
+        return un.TEXT_DEFAULT if self.kind == "text" else un.VISION_DEFAULT
+
+    def nbytes(self) -> int:
+        """Bytes of all arrays (what the store takes on disk, less the manifest)."""
+        total = sum(a.nbytes for a in self.arrays.values())
+        return total + sum(a.nbytes for layer in self.layers.values() for a in layer.arrays.values())
+
+    # ------------------------------------------------------------ units
+
+    def add_units(self, layer: str, activations: np.ndarray,
+                  threshold: "float | str | un.Threshold | None" = None, *, keep_activations: bool = True,
+                  progress: Callable[[int], None] | None = None) -> Layer:
+        """Threshold a layer's activations ([samples, units, h, w] or [samples, units]) and attach it."""
+        un.check_activations(activations, self.n_samples)
+        if "samples" in self.arrays and activations.ndim == 4:
+            raise DataError("spatial activations need a store whose samples all have the mask shape")
+        rule = un.Threshold.parse(threshold, self.default_threshold())
+        thresholds = un.unit_thresholds(activations, rule)
+        masks = self._masks_from_activations(activations, thresholds, progress)
+        return self._attach(layer, masks, rule, thresholds, activations if keep_activations else None)
+
+    def add_unit_masks(self, layer: str, masks: np.ndarray) -> Layer:
+        """Attach a layer given directly as bool masks [N, U]."""
+        masks = np.asarray(masks)
+        if masks.ndim != 2 or masks.shape[0] != self.n_positions:
+            raise DataError(f"unit masks must have shape [{self.n_positions}, units], got {list(masks.shape)}")
+        return self._attach(layer, un.masks_from_dense(masks), un.Threshold("masks"), None, None)
+
+    def unit_masks_for(self, activations: np.ndarray, thresholds: np.ndarray,
+                       progress: Callable[[int], None] | None = None) -> un.UnitMasks:
+        """Masks of raw activations under other thresholds (used by ``SET threshold``)."""
+        return self._masks_from_activations(activations, thresholds, progress)
+
+    def _masks_from_activations(self, activations, thresholds, progress) -> un.UnitMasks:
+        if "samples" in self.arrays:  # irregular samples: one value per sample, spread over its positions
+            return _spread_sample_masks(np.asarray(activations, dtype=np.float64) > thresholds[None, :],
+                                        self.sample_offsets)
+        blocks = un.iter_unit_masks(activations, thresholds, self.mask_shape)
+        per = int(np.prod(self.mask_shape)) if self.mask_shape else 1
+        return un.masks_from_blocks(blocks, activations.shape[1], per, progress)
+
+    def _attach(self, name: str, masks: un.UnitMasks, rule: un.Threshold, thresholds: np.ndarray | None,
+                activations: np.ndarray | None) -> Layer:
+        if not name or "/" in name or name.startswith("."):
+            raise DataError(f"invalid layer name {name!r}")
+        encoding = un.choose_encoding(masks, self.n_positions)
+        arrays: dict[str, np.ndarray] = {}
+        arrays["hist_indptr"], arrays["hist_sig"], arrays["hist_count"] = un.histograms(masks, self.position_signatures)
+        if encoding == "bits":
+            arrays["mask_bits"] = un.encode_bits(masks, self.n_positions)
+        else:
+            dtype = np.uint32 if self.n_positions < 2**32 else np.int64
+            arrays["mask_indptr"], arrays["mask_positions"] = masks.indptr, masks.positions.astype(dtype)
+        if thresholds is not None:
+            arrays["thresholds"] = thresholds
+        if activations is not None:
+            arrays["activations"] = np.asarray(activations, dtype=np.float32)
+        meta = {"units": masks.n_units, "encoding": encoding, "threshold": rule.to_json(),
+                "activations": activations is not None}
+        layer = Layer(name, meta, arrays, self.n_positions)
+        if self.path is not None:
+            layer = self._write_layer(layer)
+        self.layers[name] = layer
+        self.manifest["layers"][name] = meta
+        if self.path is not None:
+            _write_manifest(self.path, self.manifest)
+        return layer
+
+    def _write_layer(self, layer: Layer) -> Layer:
+        assert self.path is not None
+        layers_dir = self.path / "layers"
+        layers_dir.mkdir(exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{layer.name}.", dir=layers_dir))
+        try:
+            for key, arr in layer.arrays.items():
+                np.save(tmp / f"{key}.npy", arr)
+            _replace_dir(tmp, layers_dir / layer.name)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        arrays = {key: _load(layers_dir / layer.name / f"{key}.npy") for key in layer.arrays}
+        return Layer(layer.name, layer.meta, arrays, self.n_positions)
+
+    # ------------------------------------------------------------ disk
+
+    def save(self, path: str | os.PathLike) -> "ConceptStore":
+        """Write the store to ``path`` atomically (replacing what is there) and return it opened."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+        try:
+            for key, arr in self.arrays.items():
+                np.save(tmp / f"{key}.npy", arr)
+            for name, layer in self.layers.items():
+                (tmp / "layers" / name).mkdir(parents=True)
+                for key, arr in layer.arrays.items():
+                    np.save(tmp / "layers" / name / f"{key}.npy", arr)
+            _write_manifest(tmp, self.manifest)
+            _replace_dir(tmp, path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return ConceptStore.open(path)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> "ConceptStore":
+        """Open a store directory: read the manifest, map the arrays, check their shapes."""
+        path = Path(path)
+        manifest_path = path / MANIFEST
+        if not path.is_dir():
+            raise StoreError(f"no store at {path}: not a directory")
+        if not manifest_path.exists():
+            raise StoreError(f"{manifest_path}: missing; {path} is not a cxql store")
+        try:
+            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise StoreError(f"{manifest_path}: unreadable manifest ({exc})") from None
+        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+            raise StoreError(f"{manifest_path}: not a cxql store manifest")
+        if manifest.get("version") != VERSION:
+            raise StoreError(f"{manifest_path}: store format version {manifest.get('version')!r}; "
+                             f"this cxql reads version {VERSION}")
+        n, s = int(manifest["n_positions"]), int(manifest["n_signatures"])
+        k = len(manifest["concepts"])
+        expect = {"signatures": (s, sig.packed_width(k)), "sig_counts": (s,), "position_sig": (n,)}
+        arrays = {key: _load(path / f"{key}.npy", shape) for key, shape in expect.items()}
+        if (path / "samples.npy").exists():
+            arrays["samples"] = _load(path / "samples.npy", (int(manifest["n_samples"]) + 1,))
+        layers = {name: _open_layer(path / "layers" / name, name, meta, n)
+                  for name, meta in manifest.get("layers", {}).items()}
+        return cls(manifest, arrays, layers, path)
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def _sample_layout(n: int, sample_ids, mask_shape) -> tuple[np.ndarray | None, list | None]:
+    per = int(np.prod(mask_shape)) if mask_shape else None
+    if per is not None and n % per:
+        raise DataError(f"{n} positions is not a whole number of {list(mask_shape)} masks")
+    if sample_ids is None:
+        return None, None
+    ids = list(sample_ids)
+    if per is not None and len(ids) == n // per:
+        return None, ids
+    if len(ids) != n:
+        raise DataError(f"sample_ids has {len(ids)} entries; expected {n} (one per position)"
+                        + (f" or {n // per} (one per sample)" if per else ""))
+    starts = [0] + [i for i in range(1, n) if ids[i] != ids[i - 1]]
+    names = [ids[i] for i in starts]
+    if len(set(map(str, names))) != len(names):
+        raise DataError("sample_ids: each sample's positions must be contiguous")
+    offsets = np.asarray(starts + [n], dtype=np.int64)
+    if per is not None and np.any(np.diff(offsets) != per):
+        raise DataError(f"sample_ids: every sample must have {per} positions for mask shape {list(mask_shape)}")
+    return (None if per is not None else offsets), names
+
+
+def _spread_sample_masks(masks: np.ndarray, offsets: np.ndarray) -> un.UnitMasks:
+    per_unit = []
+    for u in range(masks.shape[1]):
+        samples = np.flatnonzero(masks[:, u])
+        parts = [np.arange(offsets[i], offsets[i + 1]) for i in samples]
+        per_unit.append(np.concatenate(parts) if parts else np.zeros(0, np.int64))
+    return un.csr_from_lists(per_unit)
+
+
+def _load(path: Path, shape: tuple[int, ...] | None = None) -> np.ndarray:
+    if not path.exists():
+        raise StoreError(f"{path}: missing file; the store is incomplete")
+    try:
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        raise StoreError(f"{path}: damaged array file ({exc})") from None
+    if shape is not None and tuple(arr.shape) != tuple(shape):
+        raise StoreError(f"{path}: has shape {list(arr.shape)}, the manifest says {list(shape)}")
+    return arr
+
+
+_LAYER_FILES = {"positions": ("hist_indptr", "hist_sig", "hist_count", "mask_indptr", "mask_positions"),
+                "bits": ("hist_indptr", "hist_sig", "hist_count", "mask_bits")}
+
+
+def _open_layer(directory: Path, name: str, meta: Mapping[str, Any], n_positions: int) -> Layer:
+    try:
+        files = _LAYER_FILES[meta["encoding"]]
+    except KeyError:
+        raise StoreError(f"{directory}: unknown mask encoding {meta.get('encoding')!r}") from None
+    units = int(meta["units"])
+    arrays = {key: _load(directory / f"{key}.npy") for key in files}
+    for key in ("hist_indptr", "mask_indptr"):
+        if key in arrays and arrays[key].shape != (units + 1,):
+            raise StoreError(f"{directory / (key + '.npy')}: has shape {list(arrays[key].shape)}, "
+                             f"expected [{units + 1}]")
+    for key in ("thresholds", "activations"):
+        if (directory / f"{key}.npy").exists():
+            arrays[key] = _load(directory / f"{key}.npy")
+    return Layer(name, meta, arrays, n_positions)
+
+
+def _write_manifest(directory: Path, manifest: dict) -> None:
+    tmp = directory / f".{MANIFEST}.tmp"
+    tmp.write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+    os.replace(tmp, directory / MANIFEST)
+
+
+def _replace_dir(src: Path, dst: Path) -> None:
+    """Move ``src`` to ``dst``, replacing an existing ``dst`` with the shortest possible window."""
+    if dst.exists():
+        old = dst.with_name(f".{dst.name}.old")
+        if old.exists():
+            shutil.rmtree(old)
+        os.replace(dst, old)
+        os.replace(src, dst)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(src, dst)

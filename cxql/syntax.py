@@ -1,0 +1,250 @@
+"""The syntax tree: plain frozen dataclasses that print back to canonical text.
+
+Every node's ``str()`` is the canonical cxql text for it, and parsing that text
+gives back an equal node (``parse(str(t)) == t``), so results can print a
+formula that a user pastes straight into ``EVAL``. Binary operations are always
+parenthesised, which makes the printed form independent of precedence.
+Nodes carry no source positions: two formulas are equal when they say the same
+thing, wherever they were written.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Iterator, Union
+
+#: Words that are keywords somewhere in the grammar; a concept with one of
+#: these names is printed quoted so that it can never be read as the keyword.
+KEYWORDS = frozenset(
+    """and or not eval on unit search length beam distinct match top let show
+    concepts like categories units store lets settings set explain neighbors
+    none""".split()
+)
+
+_BARE = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_']|-(?!-))*\Z")
+
+
+def quote(text: str) -> str:
+    """Quote ``text`` as a cxql string literal (double quotes, backslash escapes)."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def format_name(text: str) -> str:
+    """Print a concept name bare when it re-lexes as one, else quoted.
+
+    A qualified name ``category:name`` prints bare when each part is a plain
+    identifier and the first part is no keyword.
+    """
+    parts = text.split(":")
+    if all(_BARE.match(p) for p in parts) and parts[0].lower() not in KEYWORDS:
+        return text
+    return quote(text)
+
+
+# ---------------------------------------------------------------- formulas
+
+
+@dataclass(frozen=True)
+class Concept:
+    """A concept leaf, by the name the user wrote (bare or ``category:name``)."""
+
+    name: str
+
+    def __str__(self) -> str:
+        return format_name(self.name)
+
+
+@dataclass(frozen=True)
+class Not:
+    operand: "Formula"
+
+    def __str__(self) -> str:
+        return f"NOT {self.operand}"
+
+
+@dataclass(frozen=True)
+class And:
+    left: "Formula"
+    right: "Formula"
+
+    def __str__(self) -> str:
+        return f"({self.left} AND {self.right})"
+
+
+@dataclass(frozen=True)
+class Or:
+    left: "Formula"
+    right: "Formula"
+
+    def __str__(self) -> str:
+        return f"({self.left} OR {self.right})"
+
+
+@dataclass(frozen=True)
+class Neighbors:
+    """``NEIGHBORS(word, k)``: the OR of the k nearest words (text stores)."""
+
+    word: Concept
+    k: int | None = None
+
+    def __str__(self) -> str:
+        k = "" if self.k is None else f", {self.k}"
+        return f"NEIGHBORS({self.word}{k})"
+
+
+Formula = Union[Concept, Not, And, Or, Neighbors]
+
+
+def leaves(formula: Formula) -> Iterator[Concept | Neighbors]:
+    """The leaves of a formula, left to right."""
+    if isinstance(formula, (Concept, Neighbors)):
+        yield formula
+    elif isinstance(formula, Not):
+        yield from leaves(formula.operand)
+    else:
+        yield from leaves(formula.left)
+        yield from leaves(formula.right)
+
+
+def length(formula: Formula) -> int:
+    """The number of concept leaves: the paper's formula length."""
+    return sum(1 for _ in leaves(formula))
+
+
+# ---------------------------------------------------------------- units
+
+
+@dataclass(frozen=True)
+class UnitRange:
+    """``first..last``, both ends included."""
+
+    first: int
+    last: int
+
+    def __str__(self) -> str:
+        return f"{self.first}..{self.last}"
+
+
+UnitItem = Union[int, UnitRange]
+
+
+@dataclass(frozen=True)
+class Units:
+    """A unit selection: ``*`` (``items`` empty) or a list of numbers and ranges."""
+
+    items: tuple[UnitItem, ...] = ()
+
+    @property
+    def all(self) -> bool:
+        return not self.items
+
+    def __str__(self) -> str:
+        return "*" if self.all else ", ".join(str(i) for i in self.items)
+
+
+# ---------------------------------------------------------------- statements
+
+
+@dataclass(frozen=True)
+class FormulaStmt:
+    formula: Formula
+
+    def __str__(self) -> str:
+        return str(self.formula)
+
+
+@dataclass(frozen=True)
+class Eval:
+    formula: Formula
+    units: Units
+
+    def __str__(self) -> str:
+        return f"EVAL {self.formula} ON unit {self.units}"
+
+
+@dataclass(frozen=True)
+class Search:
+    units: Units
+    length: int | None = None
+    beam: int | None = None
+    distinct: bool = False
+
+    def __str__(self) -> str:
+        out = f"SEARCH unit {self.units}"
+        if self.length is not None:
+            out += f" LENGTH {self.length}"
+        if self.beam is not None:
+            out += f" BEAM {self.beam}"
+        if self.distinct:
+            out += " DISTINCT"
+        return out
+
+
+@dataclass(frozen=True)
+class Match:
+    formula: Formula
+    top: int | None = None
+
+    def __str__(self) -> str:
+        top = "" if self.top is None else f" TOP {self.top}"
+        return f"MATCH {self.formula}{top}"
+
+
+@dataclass(frozen=True)
+class Let:
+    name: str
+    formula: Formula
+
+    def __str__(self) -> str:
+        return f"LET {self.name} = {self.formula}"
+
+
+@dataclass(frozen=True)
+class Show:
+    """``SHOW what``; ``pattern`` is the LIKE pattern, ``unit`` for SHOW unit N."""
+
+    what: str  # concepts | categories | units | unit | store | lets | settings
+    pattern: str | None = None
+    unit: int | None = None
+
+    def __str__(self) -> str:
+        if self.what == "unit":
+            return f"SHOW unit {self.unit}"
+        like = "" if self.pattern is None else f" LIKE {_quote_single(self.pattern)}"
+        return f"SHOW {self.what}{like}"
+
+
+@dataclass(frozen=True)
+class Set:
+    name: str
+    value: str | int | float
+
+    def __str__(self) -> str:
+        value = self.value
+        if isinstance(value, str):
+            value = _quote_single(value)
+        return f"SET {self.name} = {value}"
+
+
+@dataclass(frozen=True)
+class Explain:
+    statement: "Statement"
+
+    def __str__(self) -> str:
+        return f"EXPLAIN {self.statement}"
+
+
+Statement = Union[FormulaStmt, Eval, Search, Match, Let, Show, Set, Explain]
+
+
+@dataclass(frozen=True)
+class Script:
+    statements: tuple[Statement, ...] = field(default_factory=tuple)
+
+    def __str__(self) -> str:
+        return "".join(f"{s};\n" for s in self.statements)
+
+
+def _quote_single(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
