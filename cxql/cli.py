@@ -219,9 +219,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     _load_extensions()
     try:
         if argv and argv[0] in SUBCOMMANDS:
-            args = _tools_parser().parse_args(argv)
+            args = _parse(_tools_parser(), argv)
             return args.func(args)
-        return run_queries(_query_parser().parse_args(argv))
+        return run_queries(_parse(_query_parser(), argv))
+    except _ParseExit as exc:
+        return exc.code
     except CxqlError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -231,6 +233,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+
+
+class _ParseExit(Exception):
+    def __init__(self, code: int) -> None:
+        self.code = code
+
+
+def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """argparse, with its exit (usage error 2, --help 0) turned into a return code."""
+    try:
+        return parser.parse_args(argv)
+    except SystemExit as exc:
+        raise _ParseExit(exc.code if isinstance(exc.code, int) else 2) from None
 
 
 #: Modules that register subcommands or store builders when imported.

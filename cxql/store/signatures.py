@@ -18,6 +18,14 @@ from __future__ import annotations
 import numpy as np
 
 
+def smallest_uint(max_value: int) -> type:
+    """The narrowest unsigned dtype holding ``max_value`` (ids and counts stay small on disk)."""
+    for dtype in (np.uint8, np.uint16, np.uint32):
+        if max_value <= np.iinfo(dtype).max:
+            return dtype
+    return np.uint64
+
+
 def packed_width(n_concepts: int) -> int:
     """Bytes per signature row."""
     return (n_concepts + 7) // 8

@@ -1,0 +1,142 @@
+"""Statements end to end through Session.execute, checked against plain numpy."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import cxql
+import reference as ref
+from cxql.errors import NameResolutionError, QueryError
+from conftest import random_store_data
+
+FORMULAS = ["c0", "c4 OR c5", "c4 AND NOT c6", "NOT c3", "c2", "(c0 OR c7) AND NOT (c8 AND c9)", "c3 AND c4"]
+
+
+@pytest.mark.parametrize("formula", FORMULAS)
+def test_eval_matches_plain_counts(small_store, formula) -> None:
+    store, concepts, names, units = small_store
+    rows = cxql.connect(store).execute(f"EVAL {formula} ON unit *").rows
+    mask = ref.evaluate(str(cxql.parse(formula)), concepts, names)
+    for row in rows:
+        m = units[:, row["unit"]]
+        inter = int((mask & m).sum())
+        assert row["iou"] == ref.iou(mask, m)
+        assert row["precision"] == (inter / mask.sum() if mask.sum() else 0.0)
+        assert row["recall"] == (inter / m.sum() if m.sum() else 0.0)
+        assert (row["intersection"], row["formula_size"], row["mask_size"]) == (inter, mask.sum(), m.sum())
+
+
+@pytest.mark.parametrize("formula", FORMULAS)
+def test_bare_formula_reports_coverage(formula) -> None:
+    concepts, names, _ = random_store_data(1, n=16 * 30)
+    store = cxql.ConceptStore.from_masks(concepts, names, mask_shape=(4, 4))
+    [row] = cxql.connect(store).execute(formula).rows
+    mask = ref.evaluate(str(cxql.parse(formula)), concepts, names)
+    assert row["positions"] == mask.sum()
+    assert row["samples"] == mask.reshape(30, 16).any(axis=1).sum()
+
+
+def test_match_ranks_units_by_iou(small_store) -> None:
+    store, concepts, names, units = small_store
+    rows = cxql.connect(store).execute("MATCH c4 OR c5 TOP 3").rows
+    mask = concepts[:, 4] | concepts[:, 5]
+    ious = [ref.iou(mask, units[:, u]) for u in range(units.shape[1])]
+    want = sorted(range(len(ious)), key=lambda u: (-ious[u], u))[:3]
+    assert [r["unit"] for r in rows] == want
+    assert rows[0]["unit"] == 3 and rows[0]["iou"] == 1.0
+
+
+def test_let_names_expand_in_later_formulas(small_store) -> None:
+    store, *_ = small_store
+    session = cxql.connect(store)
+    session.execute("LET wet = c4 OR c5")
+    [row] = session.execute("EVAL wet ON unit 3").rows
+    assert (row["formula"], row["iou"]) == ("(c4 OR c5)", 1.0)
+    assert session.execute("SHOW lets").rows == [{"name": "wet", "formula": "(c4 OR c5)"}]
+
+
+def test_settings_change_defaults(small_store) -> None:
+    store, *_ = small_store
+    session = cxql.connect(store)
+    session.execute("SET length = 1")
+    assert all(r["length"] <= 1 for r in session.execute("SEARCH unit *").rows)
+    assert {r["name"] for r in session.execute("SHOW settings").rows} >= {"beam", "length", "device", "threshold"}
+
+
+def test_show_statements(small_store) -> None:
+    store, concepts, names, units = small_store
+    session = cxql.connect(store)
+    assert [r["name"] for r in session.execute("SHOW concepts LIKE 'c_'").rows] == names
+    assert [r["name"] for r in session.execute("SHOW concepts LIKE 'C1%'").rows] == ["c1"]
+    assert session.execute("SHOW categories").rows == [{"category": "a", "concepts": 5}, {"category": "b", "concepts": 5}]
+    assert [r["mask_size"] for r in session.execute("SHOW units").rows] == units.sum(axis=0).tolist()
+    assert {r["property"] for r in session.execute("SHOW store").rows} >= {"positions", "concepts", "layers"}
+
+
+def test_explain_describes_without_running(small_store) -> None:
+    store, *_ = small_store
+    plan = [r["plan"] for r in cxql.connect(store).execute("EXPLAIN EVAL c4 OR c5 ON unit 3").rows]
+    assert any("t2 = t0 | t1" in line for line in plan)
+    assert any("bytes unpacked" in line for line in plan)
+
+
+def test_threshold_setting_rethresholds_kept_activations() -> None:
+    rng = np.random.default_rng(0)
+    store = cxql.ConceptStore.from_masks(rng.random((10 * 16, 3)) < 0.3, ["a", "b", "c"], mask_shape=(4, 4))
+    acts = rng.normal(size=(10, 2, 4, 4)).astype(np.float32)
+    store.add_units("conv", acts)
+    session = cxql.connect(store)
+    before = session.execute("SHOW units").rows
+    session.execute("SET threshold = 0.0")
+    after = session.execute("EVAL a ON unit 0").rows[0]
+    assert after["mask_size"] == int((acts[:, 0] > 0).sum()) != before[0]["mask_size"]
+
+
+def test_results_convert_to_plain_json(small_store) -> None:
+    store, *_ = small_store
+    result = cxql.connect(store).execute("SEARCH unit 0..2 LENGTH 2")
+    assert json.loads(json.dumps(result.to_json()))["rows"][0]["unit"] == 0
+
+
+@pytest.mark.parametrize("query, error, message, caret_under", [
+    ("EVAL c4 OR c44 ON unit 0", NameResolutionError, "unknown concept 'c44'", "c44"),
+    ("EVAL c4 ON unit 99", NameResolutionError, "unit 99 does not exist", "99"),
+    ("SEARCH unit 5..2", QueryError, "empty unit range 5..2", "5..2"),
+    ("SEARCH unit 1 LENGTH 0", QueryError, "LENGTH must be at least 1", "0"),
+    ("SEARCH unit 1 BEAM 0", QueryError, "BEAM must be at least 1", "0"),
+    ("SET bean = 3", NameResolutionError, "unknown setting 'bean'", "bean"),
+    ("SET beam = -1", QueryError, "beam must be a whole number", None),
+    ("NEIGHBORS(c1)", NameResolutionError, "needs word vectors", None),
+])
+def test_query_errors_point_at_the_fault(small_store, query, error, message, caret_under) -> None:
+    store, *_ = small_store
+    with pytest.raises(error, match=message) as info:
+        cxql.connect(store).execute(query)
+    text = str(info.value)
+    assert "line 1, column" in text
+    if caret_under:
+        query_line, caret_line = text.splitlines()[1:3]
+        start = caret_line.index("^")
+        assert query_line[start:start + len(caret_under)] == caret_under
+
+
+def test_did_you_mean_and_ambiguity() -> None:
+    store = cxql.ConceptStore.from_masks(np.ones((4, 3), dtype=bool), ["water", "blue", "blue"],
+                                         ["object", "color", "material"])
+    session = cxql.connect(store)
+    with pytest.raises(NameResolutionError) as info:
+        session.execute("watr")
+    assert "did you mean water?" in str(info.value)
+    with pytest.raises(NameResolutionError, match="could be color:blue, material:blue"):
+        session.execute("blue")
+    assert session.execute("color:blue").rows[0]["formula"] == "color:blue"
+    assert session.execute('"object:water"').rows[0]["formula"] == "water"
+
+
+def test_store_without_layers_explains_what_to_do() -> None:
+    store = cxql.ConceptStore.from_masks(np.ones((4, 1), dtype=bool), ["a"])
+    with pytest.raises(QueryError, match="no unit layers"):
+        cxql.connect(store).execute("SEARCH unit *")
