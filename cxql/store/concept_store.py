@@ -4,8 +4,8 @@ On disk a store is a directory::
 
     manifest.json        format version, sizes, concepts, layers (read at open)
     signatures.npy       uint8 [S, ceil(K/8)]  distinct concept sets, bit-packed
-    sig_counts.npy       int64 [S]             positions carrying each signature
-    position_sig.npy     uint32 [N]            each position's signature id
+    sig_counts.npy       uint [S]              positions carrying each signature
+    position_sig.npy     uint [N]              each position's signature id (narrowest uint)
     samples.npy          int64 [n+1]           sample offsets (only if irregular)
     layers/<name>/       one directory per unit layer:
         thresholds.npy   float64 [U]
@@ -35,10 +35,9 @@ import numpy as np
 from ..errors import DataError, StoreError
 from . import signatures as sig
 from . import units as un
-
-FORMAT = "cxql-store"
-VERSION = 1
-MANIFEST = "manifest.json"
+from .writer import FORMAT, MANIFEST, VERSION, StoreWriter, store_manifest
+from .writer import replace_dir as _replace_dir
+from .writer import write_manifest as _write_manifest
 
 
 @dataclass(frozen=True)
@@ -158,19 +157,12 @@ class ConceptStore:
         per = int(np.prod(mask_shape)) if mask_shape else 1
         n_samples = n // per if sample_offsets is None else len(sample_offsets) - 1
         concept_counts = sig.concept_counts(bits, counts, len(names))
-        manifest = {
-            "format": FORMAT, "version": VERSION, "kind": kind,
-            "n_positions": n, "n_samples": int(n_samples),
-            "mask_shape": list(mask_shape) if mask_shape else None,
-            "n_signatures": int(bits.shape[0]),
-            "concepts": [{"name": str(nm), "category": str(cat), "count": int(c)}
-                         for nm, cat, c in zip(names, categories, concept_counts)],
-            "sample_names": list(map(str, sample_names)) if sample_names is not None else None,
-            "layers": {},
-            "metadata": dict(metadata or {}),
-        }
-        arrays = {"signatures": bits, "sig_counts": counts.astype(np.int64),
-                  "position_sig": position_sig.astype(np.uint32)}
+        manifest = store_manifest(names, categories, concept_counts, n_positions=n, n_samples=n_samples,
+                                  n_signatures=bits.shape[0], mask_shape=mask_shape, kind=kind,
+                                  sample_names=sample_names, metadata=metadata)
+        arrays = {"signatures": bits,
+                  "sig_counts": counts.astype(sig.smallest_uint(int(counts.max(initial=0)))),
+                  "position_sig": position_sig.astype(sig.smallest_uint(max(len(counts) - 1, 0)))}
         if sample_offsets is not None:
             arrays["samples"] = np.asarray(sample_offsets, dtype=np.int64)
         return cls(manifest, arrays, {})
@@ -316,20 +308,14 @@ class ConceptStore:
     def save(self, path: str | os.PathLike) -> "ConceptStore":
         """Write the store to ``path`` atomically (replacing what is there) and return it opened."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-        try:
+        with StoreWriter(path, tag="save") as writer:
             for key, arr in self.arrays.items():
-                np.save(tmp / f"{key}.npy", arr)
+                writer.save(key, arr)
             for name, layer in self.layers.items():
-                (tmp / "layers" / name).mkdir(parents=True)
                 for key, arr in layer.arrays.items():
-                    np.save(tmp / "layers" / name / f"{key}.npy", arr)
-            _write_manifest(tmp, self.manifest)
-            _replace_dir(tmp, path)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+                    writer.save(f"layers/{name}/{key}", arr)
+            _write_manifest(writer.tmp, self.manifest)
+            writer.commit()
         return ConceptStore.open(path)
 
     @classmethod
@@ -426,22 +412,3 @@ def _open_layer(directory: Path, name: str, meta: Mapping[str, Any], n_positions
         if (directory / f"{key}.npy").exists():
             arrays[key] = _load(directory / f"{key}.npy")
     return Layer(name, meta, arrays, n_positions)
-
-
-def _write_manifest(directory: Path, manifest: dict) -> None:
-    tmp = directory / f".{MANIFEST}.tmp"
-    tmp.write_text(json.dumps(manifest, indent=1), encoding="utf-8")
-    os.replace(tmp, directory / MANIFEST)
-
-
-def _replace_dir(src: Path, dst: Path) -> None:
-    """Move ``src`` to ``dst``, replacing an existing ``dst`` with the shortest possible window."""
-    if dst.exists():
-        old = dst.with_name(f".{dst.name}.old")
-        if old.exists():
-            shutil.rmtree(old)
-        os.replace(dst, old)
-        os.replace(src, dst)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(src, dst)

@@ -1,0 +1,143 @@
+"""Writing stores: streamed, atomic, and safe to interrupt.
+
+A store on disk must never be half-written: readers map its arrays, and a
+build of real Broden takes minutes. So every write goes to a temporary
+directory next to the destination, which is renamed into place only when the
+manifest is complete. A builder streams its biggest array (``position_sig``,
+4 bytes per position, about 1.1 GB for ADE20k) straight into a memory-mapped
+``.npy`` inside that directory, so it never holds all ids in memory.
+
+If the process is interrupted (an exception, Ctrl-C) the temporary directory
+is removed; if it is killed outright, the next writer for the same
+destination removes directories left by writers that are no longer running.
+Either way the old store, if any, stays intact until the rename.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+FORMAT = "cxql-store"
+VERSION = 1
+MANIFEST = "manifest.json"
+
+
+def store_manifest(names: Sequence[str], categories: Sequence[str], concept_counts: Sequence[int], *,
+                   n_positions: int, n_samples: int, n_signatures: int, mask_shape: Sequence[int] | None,
+                   kind: str = "vision", sample_names: Sequence[Any] | None = None,
+                   metadata: Mapping[str, Any] | None = None) -> dict:
+    """The manifest of a store without layers (shared by every builder)."""
+    return {
+        "format": FORMAT, "version": VERSION, "kind": kind,
+        "n_positions": int(n_positions), "n_samples": int(n_samples),
+        "mask_shape": list(mask_shape) if mask_shape else None,
+        "n_signatures": int(n_signatures),
+        "concepts": [{"name": str(nm), "category": str(cat), "count": int(c)}
+                     for nm, cat, c in zip(names, categories, concept_counts)],
+        "sample_names": list(map(str, sample_names)) if sample_names is not None else None,
+        "layers": {},
+        "metadata": dict(metadata or {}),
+    }
+
+
+class StoreWriter:
+    """A store being written into a temporary directory; :meth:`commit` puts it in place.
+
+    Use as a context manager: leaving the block by an exception removes the
+    temporary directory and leaves ``path`` as it was.
+    """
+
+    def __init__(self, path: str | os.PathLike, tag: str = "build") -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale(self.path, tag)
+        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.{tag}-{os.getpid()}-", dir=self.path.parent))
+        self._maps: list[np.memmap] = []
+
+    def __enter__(self) -> "StoreWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.abort()
+
+    def stream(self, key: str, shape: tuple[int, ...], dtype: np.dtype | type) -> np.memmap:
+        """A writable memory-mapped ``key.npy`` to fill in place."""
+        mm = np.lib.format.open_memmap(self._file(key), mode="w+", dtype=dtype, shape=shape)
+        self._maps.append(mm)
+        return mm
+
+    def save(self, key: str, array: np.ndarray) -> None:
+        """Write ``key.npy`` (``key`` may be a relative path such as ``layers/l4/thresholds``)."""
+        np.save(self._file(key), np.asarray(array), allow_pickle=False)
+
+    def commit(self, manifest: dict | None = None) -> Path:
+        """Flush, write the manifest (unless written already), and move the store into place."""
+        for mm in self._maps:
+            mm.flush()
+        self._maps.clear()
+        if manifest is not None:
+            write_manifest(self.tmp, manifest)
+        if not (self.tmp / MANIFEST).exists():
+            raise RuntimeError("a store needs its manifest before it is committed")
+        replace_dir(self.tmp, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        self._maps.clear()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def _file(self, key: str) -> Path:
+        target = self.tmp / f"{key}.npy"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return target
+
+
+def remove_stale(path: Path, tag: str) -> list[Path]:
+    """Remove temporary directories for ``path`` whose writing process has died."""
+    removed = []
+    for candidate in path.parent.glob(f".{path.name}.{tag}-*-*"):
+        pid = candidate.name[len(f".{path.name}.{tag}-"):].split("-", 1)[0]
+        if candidate.is_dir() and pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(candidate, ignore_errors=True)
+            removed.append(candidate)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def write_manifest(directory: Path, manifest: dict) -> None:
+    """Replace ``directory/manifest.json`` atomically."""
+    tmp = directory / f".{MANIFEST}.tmp"
+    tmp.write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+    os.replace(tmp, directory / MANIFEST)
+
+
+def replace_dir(src: Path, dst: Path) -> None:
+    """Move ``src`` to ``dst``, replacing an existing ``dst`` with the shortest possible window."""
+    if dst.exists():
+        old = dst.with_name(f".{dst.name}.old")
+        if old.exists():
+            shutil.rmtree(old)
+        os.replace(dst, old)
+        os.replace(src, dst)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(src, dst)
