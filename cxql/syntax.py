@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Iterator, Union
+from typing import ClassVar, Iterator, Union
 
 #: Words that are keywords somewhere in the grammar; a concept with one of
 #: these names is printed quoted so that it can never be read as the keyword.
@@ -64,21 +64,25 @@ class Not:
 
 
 @dataclass(frozen=True)
-class And:
+class _Binary:
+    """A binary operation, always printed parenthesised so precedence never matters."""
+
     left: "Formula"
     right: "Formula"
+    op: ClassVar[str] = ""
 
     def __str__(self) -> str:
-        return f"({self.left} AND {self.right})"
+        return f"({self.left} {self.op} {self.right})"
 
 
 @dataclass(frozen=True)
-class Or:
-    left: "Formula"
-    right: "Formula"
+class And(_Binary):
+    op: ClassVar[str] = "AND"
 
-    def __str__(self) -> str:
-        return f"({self.left} OR {self.right})"
+
+@dataclass(frozen=True)
+class Or(_Binary):
+    op: ClassVar[str] = "OR"
 
 
 @dataclass(frozen=True)
