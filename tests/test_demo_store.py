@@ -1,0 +1,243 @@
+"""The bundled demo store (stores/digits) and the concept functions that build it.
+
+The store is what ``cxql`` opens with no arguments, so it must open, hold the
+concepts the README talks about, and answer SEARCH/EVAL consistently. The
+concept functions of examples/build_demo_store.py are checked on tiny
+hand-drawn images whose answers can be read off the drawing.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import cxql
+from cxql.resources import demo_store_path
+from cxql.store import signatures as sig
+
+SCRIPT = Path(__file__).resolve().parent.parent / "examples" / "build_demo_store.py"
+CATEGORIES = {"pixel", "region", "stroke", "edge", "label", "pred", "outcome"}
+LAYERS = {"conv1": 8, "conv2": 16, "fc": 32}
+
+
+@pytest.fixture(scope="module")
+def store() -> cxql.ConceptStore:
+    return cxql.ConceptStore.open(demo_store_path())
+
+
+@pytest.fixture(scope="module")
+def builder():
+    """examples/build_demo_store.py as a module (needs scipy, the ``demo`` extra)."""
+    pytest.importorskip("scipy")
+    spec = importlib.util.spec_from_file_location("build_demo_store", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def concept_mask(store: cxql.ConceptStore, qualified: str) -> np.ndarray:
+    """bool [N]: the positions a concept covers, read from the store's signature table."""
+    [info] = [c for c in store.concepts if c.qualified == qualified]
+    column = sig.concept_column(np.asarray(store.signature_bits), info.index)
+    return column[np.asarray(store.position_signatures, dtype=np.int64)]
+
+
+def per_image(store: cxql.ConceptStore, qualified: str) -> np.ndarray:
+    """bool [samples, H*W] view of a concept's mask."""
+    return concept_mask(store, qualified).reshape(store.n_samples, -1)
+
+
+def draw(picture: str) -> np.ndarray:
+    """A bool image from rows of '#' (set) and '.' (clear)."""
+    return np.array([[ch == "#" for ch in row] for row in picture.split()])
+
+
+# ------------------------------------------------------------------ the committed store
+
+
+def test_store_opens_with_its_shape(store):
+    assert store.kind == "vision"
+    assert store.n_samples == 1797
+    assert store.mask_shape == (16, 16)
+    assert store.n_positions == 1797 * 256
+    assert {c.category for c in store.concepts} == CATEGORIES
+    assert {n: layer.n_units for n, layer in store.layers.items()} == LAYERS
+    assert list(store.layers) == list(LAYERS)  # conv1 first: the default layer
+    meta = store.metadata
+    assert meta["accuracy"]["test"] > 0.9
+    assert {"seed", "versions", "concepts"} <= set(meta)
+
+
+def test_label_and_pred_are_image_level_partitions(store):
+    for category in ("label", "pred"):
+        names = [f"{category}:{d}" for d in range(10)]
+        assert {c.qualified for c in store.concepts if c.category == category} == set(names)
+        stacked = np.stack([per_image(store, q) for q in names])          # [10, samples, pixels]
+        assert (stacked.all(axis=2) | ~stacked.any(axis=2)).all()        # whole images only
+        assert (stacked[:, :, 0].sum(axis=0) == 1).all()                 # one digit per image
+    correct = per_image(store, "outcome:correct")[:, 0]
+    labels = np.argmax([per_image(store, f"label:{d}")[:, 0] for d in range(10)], axis=0)
+    preds = np.argmax([per_image(store, f"pred:{d}")[:, 0] for d in range(10)], axis=0)
+    assert np.array_equal(correct, labels == preds)
+    assert np.array_equal(per_image(store, "outcome:wrong")[:, 0], ~correct)
+
+
+def test_labels_match_sklearn_targets(store):
+    datasets = pytest.importorskip("sklearn.datasets")
+    targets = datasets.load_digits().target
+    for d in range(10):
+        expected = np.repeat(targets == d, 256)
+        assert np.array_equal(concept_mask(store, f"label:{d}"), expected), d
+
+
+def test_pixel_concepts_are_consistent(store):
+    ink = concept_mask(store, "pixel:ink")
+    assert np.array_equal(concept_mask(store, "pixel:background"), ~ink)
+    for name in ("loop", "endpoint", "junction", "horizontal", "vertical"):
+        assert not (concept_mask(store, f"stroke:{name}") & ~ink).any(), name
+    assert not (concept_mask(store, "stroke:hole") & ink).any()
+    for c in store.concepts:
+        assert 0 < c.count < store.n_positions, c.qualified
+
+
+def test_search_then_eval_gives_the_same_iou(store):
+    session = cxql.connect(store)
+    for layer in LAYERS:
+        session.execute(f"SET layer = '{layer}'")
+        rows = session.execute("SEARCH unit 0..3 LENGTH 3 BEAM 5").rows
+        assert [r["unit"] for r in rows] == [0, 1, 2, 3]
+        for row in rows:
+            if row["formula"] == "NONE":
+                continue
+            [again] = session.execute(f"EVAL {row['formula']} ON unit {row['unit']}").rows
+            assert again["iou"] == row["iou"] > 0
+
+
+def test_fc_keeps_activations_for_set_threshold(store):
+    session = cxql.connect(store)
+    session.execute("SET layer = 'fc'")
+    base = session.execute("EVAL label:1 ON unit 0").rows[0]["mask_size"]
+    session.execute("SET threshold = 'quantile:0.995'")
+    tight = session.execute("EVAL label:1 ON unit 0").rows[0]["mask_size"]
+    assert 0 < tight < base
+
+
+def test_runtime_cxql_does_not_import_build_time_packages():
+    code = ("import sys, cxql; s = cxql.connect(cxql.resources.demo_store_path()); "
+            "s.execute('SEARCH unit 0 LENGTH 2'); "
+            "print(sorted(m for m in ('sklearn', 'scipy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+# ------------------------------------------------------------------ concept functions
+
+RING = draw("""
+.......
+.#####.
+.#...#.
+.#...#.
+.#####.
+.......
+""")
+
+T_SHAPE = draw("""
+.........
+.#######.
+....#....
+....#....
+....#....
+.........
+""")
+
+PLUS = draw("""
+.......
+...#...
+...#...
+.#####.
+...#...
+...#...
+.......
+""")
+
+BAR = draw("""
+..........
+.########.
+.########.
+.########.
+..........
+""")
+
+
+def test_holes_and_loops(builder):
+    hole = builder.holes(RING)
+    assert hole.sum() == 6 and not (hole & RING).any() and hole[2:4, 2:5].all()
+    assert np.array_equal(builder.loops(RING), RING)
+    assert not builder.holes(T_SHAPE).any()
+    open_c = draw(".#####. .#..... .#..... .#####.")
+    assert not builder.holes(open_c).any()       # background reaching the frame is no hole
+
+
+def test_holes_never_leak_between_images(builder):
+    batch = np.stack([RING, np.zeros_like(RING), RING])
+    assert builder.holes(batch).sum(axis=(1, 2)).tolist() == [6, 0, 6]
+
+
+def test_skeleton_keeps_thin_lines_and_thins_bars(builder):
+    assert np.array_equal(builder.skeleton(T_SHAPE), T_SHAPE)
+    thin = builder.skeleton(BAR)
+    assert thin.sum() < BAR.sum() and (thin.sum(axis=0) <= 1).all() and not (thin & ~BAR).any()
+
+
+def test_endpoints_and_junctions(builder):
+    ends = builder.endpoints(T_SHAPE, reach=0)
+    assert sorted(zip(*np.nonzero(ends))) == [(1, 1), (1, 7), (4, 4)]
+    assert sorted(zip(*np.nonzero(builder.junctions(T_SHAPE, reach=0)))) == [(1, 4)]
+    assert sorted(zip(*np.nonzero(builder.junctions(PLUS, reach=0)))) == [(3, 3)]
+    assert builder.endpoints(PLUS, reach=0).sum() == 4
+    assert not builder.endpoints(RING).any() and not builder.junctions(RING).any()
+    assert builder.endpoints(T_SHAPE, reach=1).sum() > ends.sum()   # reach widens onto the ink
+    assert not (builder.endpoints(T_SHAPE, reach=1) & ~T_SHAPE).any()
+
+
+def test_horizontal_and_vertical_strokes(builder):
+    assert np.array_equal(builder.horizontal(T_SHAPE, length=5), T_SHAPE & (np.arange(6) == 1)[:, None])
+    assert not builder.vertical(T_SHAPE, length=5).any()               # the stem is only 4 long
+    stem = T_SHAPE & (np.arange(6) >= 2)[:, None]                       # the crossing pixel lies on
+    assert np.array_equal(builder.vertical(T_SHAPE, length=4), stem)   # both runs, so it is neither
+    assert np.array_equal(builder.horizontal(BAR, length=7), BAR)
+    assert not builder.horizontal(BAR, length=3).any()                 # as tall as wide: neither
+
+
+def test_edges_and_regions(builder):
+    square = draw(".... .##. .##. ....")
+    rims = builder.edges(square)
+    assert rims["top-edge"][1, 1:3].all() and rims["top-edge"].sum() == 2
+    assert rims["bottom-edge"][2, 1:3].all() and rims["left-edge"][1:3, 1].all()
+    assert rims["right-edge"][1:3, 2].all()
+    parts = builder.regions((6, 6))
+    assert parts["upper"][:2].all() and not parts["upper"][2:].any()
+    assert parts["right"][:, 4:].all() and not parts["right"][:, :4].any()
+    assert np.array_equal(np.argwhere(parts["centre"]), [[2, 2], [2, 3], [3, 2], [3, 3]])
+
+
+def test_ink_and_broadcast(builder):
+    images = np.array([[[0.0, 0.5], [0.9, 0.2]]])
+    assert builder.ink(images, level=0.4).tolist() == [[[False, True], [True, False]]]
+    wide = builder.broadcast(np.array([True, False]), (2, 3))
+    assert wide.shape == (2, 2, 3) and wide[0].all() and not wide[1].any()
+
+
+def test_training_is_deterministic(builder):
+    rng = np.random.default_rng(0)
+    pixels = builder.upsample(rng.random((64, 8, 8), dtype=np.float32))
+    targets = rng.integers(0, 10, 64)
+    first = builder.train(pixels, targets, epochs=1)
+    second = builder.train(pixels, targets, epochs=1)
+    for (name, a), b in zip(first.state_dict().items(), second.state_dict().values()):
+        assert np.array_equal(a.numpy(), b.numpy()), name
