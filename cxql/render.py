@@ -13,7 +13,9 @@ import json
 import math
 from typing import Any, Iterable, TextIO
 
-from rich.console import Console
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
@@ -80,9 +82,9 @@ def formula_text(formula: str) -> Text:
     return text
 
 
-def iou_bar(value: float, width: int = 10) -> Text:
-    """``0.123 ███▍`` with the bar scaled to IoU 1 = full width."""
-    full = max(0.0, min(1.0, value)) * width
+def iou_bar(value: float, width: int = 10, scale: float = 1.0) -> Text:
+    """``0.123 ███▍`` with the bar scaled to IoU ``scale`` (1 by default) = full width."""
+    full = max(0.0, min(1.0, value / scale if scale > 0 else 0.0)) * width
     blocks = "█" * int(full) + (" ▏▎▍▌▋▊▉"[int((full - int(full)) * 8)] if full < width else "")
     return Text(f"{value:.4f} ") + Text(blocks.rstrip(), style="green")
 
@@ -98,7 +100,7 @@ def cell(column: str, value: Any) -> Text | str:
         return f"{value:,}"
     if value is None:
         return "-"
-    return str(value)
+    return Text(str(value))  # Text, not str: a "[name]" in a cell is data, not Rich markup
 
 
 def print_table(result: Result, console: Console) -> None:
@@ -115,3 +117,105 @@ def print_table(result: Result, console: Console) -> None:
         console.print(table)
     if result.message:
         console.print(Text(result.message, style="dim"))
+
+
+# ---------------------------------------------------------------- for people at a terminal (the shell)
+
+
+def print_results(results: list[Result], console: Console, fmt: str = "table", *, pager: bool = False) -> None:
+    """Results as the shell shows them: tables with charts, paged when taller than the screen.
+
+    Other formats (json, jsonl, csv) are written as :func:`render` writes them.
+    """
+    if fmt != "table":
+        render(results, fmt, console.file, console)
+        return
+
+    def body() -> None:
+        for r in results:
+            print_table(r, console)
+            print_by_length(r, console)
+
+    if pager and console.is_terminal and sum(len(r.rows) + 2 for r in results) > console.height - 2:
+        with console.pager(styles=True):
+            body()
+    else:
+        body()
+
+
+def by_length_chart(row: dict[str, Any]) -> Table | None:
+    """The best IoU at each formula length of one SEARCH row (its ``by_length``), as bars."""
+    points = row.get("by_length") or []
+    if len(points) < 2:
+        return None
+    top = max(p["iou"] for p in points) or 1.0
+    table = Table(title=f"unit {row.get('unit')}: best IoU by formula length", title_justify="left",
+                  title_style="bold", show_header=True, header_style="bold", box=None, pad_edge=False)
+    table.add_column("length", justify="right")
+    table.add_column("iou")
+    table.add_column("formula", overflow="fold")
+    for p in points:
+        table.add_row(str(p["length"]), iou_bar(p["iou"], width=24, scale=top), formula_text(p["formula"]))
+    return table
+
+
+def print_by_length(result: Result, console: Console) -> None:
+    """Under a one-unit SEARCH, how its best IoU grows with the formula length."""
+    if result.kind != "search" or len(result.rows) != 1:
+        return
+    chart = by_length_chart(result.rows[0])
+    if chart is not None:
+        console.print()
+        console.print(chart)
+
+
+class LiveProgress:
+    """``Session.progress`` for a terminal: a bar, and each unit's best formula as it lands.
+
+    The engine reports ``advance(n, note)`` with notes like ``unit 3: (water OR
+    river)``; the last few stay on screen under the bar until the statement
+    ends. On a console that is not a terminal it shows nothing.
+    """
+
+    def __init__(self, console: Console, keep: int = 8) -> None:
+        self.console = console
+        self.keep = keep
+        self._live: Live | None = None
+        self._bar: Progress | None = None
+        self._task: Any = None
+        self._notes: list[str] = []
+
+    def start(self, total: int, description: str) -> None:
+        if not self.console.is_terminal:
+            return
+        self.finish()
+        self._bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                             TimeElapsedColumn(), console=self.console)
+        self._task = self._bar.add_task(description, total=total)
+        self._notes = []
+        self._live = Live(self._view(), console=self.console, transient=True, refresh_per_second=10)
+        self._live.start()
+
+    def advance(self, n: int = 1, note: str | None = None) -> None:
+        if self._live is None or self._bar is None:
+            return
+        self._bar.advance(self._task, n)
+        if note:
+            self._notes = (self._notes + [note])[-self.keep:]
+        self._live.update(self._view())
+
+    def finish(self) -> None:
+        if self._live is not None:
+            self._live.stop()
+        self._live = self._bar = None
+
+    def _view(self) -> RenderableType:
+        notes = Table(box=None, show_header=False, pad_edge=False)
+        notes.add_column(style="dim")
+        notes.add_column()
+        for note in self._notes:
+            head, sep, formula = note.partition(": ")
+            if not sep:
+                head, formula = "", note
+            notes.add_row(head, formula_text(formula))
+        return Group(self._bar, notes) if self._notes else Group(self._bar)
