@@ -62,9 +62,25 @@ def iou_of(inter: int, size: int, mask_size: int) -> float:
     return inter / union if union else 0.0
 
 
-def _ious(inter: torch.Tensor, size: torch.Tensor, mask_size: int) -> torch.Tensor:
-    union = mask_size + size - inter
-    return torch.where(union > 0, inter / union.clamp(min=1), torch.zeros_like(inter))
+def ious(inter: torch.Tensor, size: torch.Tensor, mask_size: "int | torch.Tensor") -> torch.Tensor:
+    """IoU from exact float64 counts (broadcasting); 0 when the union is empty.
+
+    An empty union has an empty intersection, so clamping it to 1 gives 0 / 1 = 0.
+    """
+    union = size - inter + mask_size
+    return inter / union.clamp_(min=1)
+
+
+def candidate_counts(f_size: torch.Tensor, f_inter: torch.Tensor, f_c: torch.Tensor, m_f_c: torch.Tensor,
+                     c_size: torch.Tensor, m_c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(|G|, |M AND G|), each [..., 3], for G = F OR c, F AND c, F AND NOT c (the closed form above).
+
+    All arguments broadcast against each other: |F|, |M&F| per beam entry, |F&c|,
+    |M&F&c| per entry and concept, |c|, |M&c| per concept.
+    """
+    size = torch.stack(torch.broadcast_tensors(f_size + c_size - f_c, f_c, f_size - f_c), dim=-1)
+    inter = torch.stack(torch.broadcast_tensors(f_inter + m_c - m_f_c, m_f_c, f_inter - m_f_c), dim=-1)
+    return size, inter
 
 
 @dataclass
@@ -76,7 +92,8 @@ class _Entry:
 OPS = ("or", "and", "andnot")
 
 
-def _combine(f: s.Formula, c: s.Concept, op: int) -> s.Formula:
+def combine(f: s.Formula, c: s.Concept, op: int) -> s.Formula:
+    """The candidate ``f OP c`` for op 0, 1, 2 = OR, AND, AND NOT."""
     if op == 0:
         return s.Or(f, c)
     if op == 1:
@@ -91,7 +108,7 @@ def beam_search(backend: Backend, resolver: Resolver, hist: torch.Tensor, unit: 
     mask_size = int(hist.sum().item())
     sizes = backend.concept_sizes
     m_and_c = backend.concept_counts(hist[None, :])[0]
-    single = _ious(m_and_c, sizes, mask_size)
+    single = ious(m_and_c, sizes, mask_size)
     names = [s.Concept(resolver.display_name(i)) for i in range(backend.n_concepts)]
 
     result = SearchResult(unit, mask_size, None, [])
@@ -121,9 +138,8 @@ def beam_search(backend: Backend, resolver: Resolver, hist: torch.Tensor, unit: 
                               device=backend.device)[:, None]
         f_inter = torch.tensor([float(e.scored.inter) for e in entries], dtype=torch.float64,
                                device=backend.device)[:, None]
-        new_size = torch.stack([f_size + cs - f_c, f_c, f_size - f_c], dim=-1)        # [B, K', 3]
-        new_inter = torch.stack([f_inter + mc - m_f_c, m_f_c, f_inter - m_f_c], dim=-1)
-        new_iou = _ious(new_inter, new_size, mask_size)
+        new_size, new_inter = candidate_counts(f_size, f_inter, f_c, m_f_c, cs, mc)        # [B, K', 3]
+        new_iou = ious(new_inter, new_size, mask_size)
         old_iou = torch.tensor([e.scored.iou for e in entries], dtype=torch.float64)
         all_iou = np.concatenate([old_iou.numpy(), new_iou.flatten().cpu().numpy()])
         _note_lengths(result, entries, new_iou, new_inter, new_size, nonempty, names)
@@ -141,7 +157,7 @@ def beam_search(backend: Backend, resolver: Resolver, hist: torch.Tensor, unit: 
                 ci, op = divmod(rest, 3)
                 k = int(nonempty[ci])
                 parent = entries[b]
-                formula = _combine(parent.scored.formula, names[k], op)
+                formula = combine(parent.scored.formula, names[k], op)
                 if distinct and formula in seen:
                     continue
                 col = backend.column(k)
@@ -173,5 +189,5 @@ def _note_lengths(result: SearchResult, entries: list[_Entry], new_iou: torch.Te
         b_local, rest = divmod(j, new_iou.shape[1] * 3)
         ci, op = divmod(rest, 3)
         b = int(rows[b_local])
-        formula = _combine(entries[b].scored.formula, names[int(nonempty[ci])], op)
+        formula = combine(entries[b].scored.formula, names[int(nonempty[ci])], op)
         result.by_length[n] = Scored(formula, int(new_inter[b, ci, op]), int(new_size[b, ci, op]), float(block[j]))

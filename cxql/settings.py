@@ -22,9 +22,13 @@ class Setting:
 
 
 def _positive_int(name: str) -> Callable[[Any], int]:
+    return _whole(name, 1)
+
+
+def _whole(name: str, least: int) -> Callable[[Any], int]:
     def check(value: Any) -> int:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise QueryError(f"{name} must be a whole number of at least 1, got {value!r}", needle=str(value))
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise QueryError(f"{name} must be a whole number of at least {least}, got {value!r}", needle=str(value))
         return value
     return check
 
@@ -67,6 +71,13 @@ def _bool(value: Any) -> bool:
     raise QueryError(f"expected on or off, got {value!r}", needle=str(value))
 
 
+def _engine(value: Any) -> str:
+    text = str(value).lower()
+    if text not in ("batched", "plain"):
+        raise QueryError(f"engine must be 'batched' or 'plain', got {value!r}", needle=str(value))
+    return text
+
+
 SETTINGS: dict[str, Setting] = {s.name: s for s in [
     Setting("beam", 5, _positive_int("beam"), "beam size of SEARCH when BEAM is not given"),
     Setting("length", 3, _positive_int("length"), "maximum formula length of SEARCH when LENGTH is not given"),
@@ -76,8 +87,12 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
             ("default", "quantile:0.995")),
     Setting("device", "cpu", _device, "where tensors live: 'cpu' or 'cuda'", ("cpu", "cuda")),
     Setting("layer", None, _layer, "the unit layer that `unit N` refers to (default: the first)"),
+    Setting("min_active", 500, _whole("min_active", 0),
+            "text stores: SEARCH unit * skips units active on fewer samples (compexp: 500)"),
     Setting("chunk_mb", 64, _positive_int("chunk_mb"), "memory bound for one chunk of the concept table"),
     Setting("distinct", False, _bool, "SEARCH keeps one beam entry per formula", ("on", "off")),
+    Setting("engine", "batched", _engine,
+            "SEARCH engine: 'batched' (all units at once) or 'plain' (the per-unit reference)", ("batched", "plain")),
 ]}
 
 
