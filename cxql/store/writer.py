@@ -24,9 +24,12 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from .signatures import smallest_uint
+
 FORMAT = "cxql-store"
 VERSION = 1
 MANIFEST = "manifest.json"
+CHUNK = 1 << 24  # ids per step when re-reading a streamed position_sig
 
 
 def store_manifest(names: Sequence[str], categories: Sequence[str], concept_counts: Sequence[int], *,
@@ -77,6 +80,25 @@ class StoreWriter:
     def save(self, key: str, array: np.ndarray) -> None:
         """Write ``key.npy`` (``key`` may be a relative path such as ``layers/l4/thresholds``)."""
         np.save(self._file(key), np.asarray(array), allow_pickle=False)
+
+    def save_signatures(self, bits: np.ndarray, position_sig: np.memmap) -> np.ndarray:
+        """Save a streamed build's signature table and counts; store the ids in their narrowest dtype.
+
+        Returns int64 [S]: how many positions carry each signature (counted from the ids).
+        """
+        counts = np.zeros(len(bits), dtype=np.int64)
+        for start in range(0, len(position_sig), CHUNK):
+            counts += np.bincount(position_sig[start:start + CHUNK], minlength=len(bits))
+        self.save("signatures", bits)
+        self.save("sig_counts", counts.astype(smallest_uint(int(counts.max(initial=0)))))
+        dtype = smallest_uint(max(len(bits) - 1, 0))
+        if np.dtype(dtype).itemsize < position_sig.dtype.itemsize:
+            narrow = self.stream("position_sig.narrow", position_sig.shape, dtype)
+            for start in range(0, len(position_sig), CHUNK):
+                narrow[start:start + CHUNK] = position_sig[start:start + CHUNK]
+            narrow.flush()
+            (self.tmp / "position_sig.narrow.npy").replace(self.tmp / "position_sig.npy")
+        return counts
 
     def commit(self, manifest: dict | None = None) -> Path:
         """Flush, write the manifest (unless written already), and move the store into place."""

@@ -1,0 +1,102 @@
+"""Unit reports: the numbers they show, the masks they draw, and the files they write."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import cxql
+from cxql.cli import main
+from cxql.report import draw_tile, image_masks, outline, unit_reports, write_report
+
+from test_record import broden_store, make_model  # noqa: F401 - the fixture
+
+
+@pytest.fixture
+def recorded(broden_store):  # noqa: F811
+    cxql.record(make_model(), "2", broden_store, device="cpu")
+    return broden_store
+
+
+def test_reports_agree_with_search_and_rank_images_by_max_activation(recorded):
+    session = cxql.connect(recorded)
+    reports = unit_reports(session, "2", "0..5", length=2, beam=3, top=4)
+    rows = cxql.connect(recorded).execute("SEARCH unit 0..5 LENGTH 2 BEAM 3").rows
+    assert [(r.unit, r.formula, r.iou) for r in reports] == [(r["unit"], r["formula"], r["iou"]) for r in rows]
+    acts = np.asarray(recorded.layers["2"].activations)
+    for r in reports:
+        maxima = acts[:, r.unit].reshape(len(acts), -1).max(1)
+        assert [s for s, _ in r.top] == sorted(range(len(acts)), key=lambda s: (-maxima[s], s))[:4]
+        assert [v for _, v in r.top] == pytest.approx(sorted(maxima, reverse=True)[:4])
+
+
+def test_image_masks_are_the_unit_and_formula_masks_of_that_image(recorded):
+    session = cxql.connect(recorded)
+    layer = recorded.layers["2"]
+    unit_positions = set(layer.unit_positions(1).tolist())
+    per = 64
+    for sample in range(recorded.n_samples):
+        unit, formula = image_masks(session, "2", 1, "(sky OR leaf)", sample)
+        expect_unit = [sample * per + p in unit_positions for p in range(per)]
+        assert unit.shape == (8, 8) and unit.ravel().tolist() == expect_unit
+        table = cxql.store.signatures.unpack_rows(np.asarray(recorded.signature_bits), len(recorded.concepts))
+        ids = np.asarray(recorded.position_signatures[sample * per:(sample + 1) * per], dtype=np.int64)
+        names = [c.name for c in recorded.concepts]
+        dense = table[ids]
+        assert formula.ravel().tolist() == (dense[:, names.index("sky")] | dense[:, names.index("leaf")]).tolist()
+    _, none = image_masks(session, "2", 1, "NONE", 0)
+    assert not none.any()
+
+
+def test_draw_tile_tints_the_formula_and_outlines_the_unit():
+    unit = np.zeros((4, 4), bool)
+    unit[:2, :2] = True
+    formula = np.zeros((4, 4), bool)
+    formula[3, 3] = True
+    image = Image.new("RGB", (4, 4), (0, 0, 0))
+    tile = np.asarray(draw_tile(image, unit, formula, size=8))
+    assert tile.shape == (8, 8, 3)
+    assert tuple(tile[0, 0]) == (255, 221, 0)                # unit edge in yellow
+    assert tile[7, 7, 2] > 100 and tile[7, 7, 0] == 0        # formula tinted cyan
+    assert tuple(tile[5, 0]) == (0, 0, 0)                    # untouched elsewhere
+    ring = outline(np.ones((3, 3), bool))
+    assert ring.sum() == 8 and not ring[1, 1]
+
+
+def test_write_report_files(recorded, tmp_path):
+    page = write_report(recorded, "2", tmp_path / "rep", units="0..2", top=3, tile=16)
+    text = page.read_text()
+    assert page.name == "2.html" and text.startswith("<!DOCTYPE html>")
+    pngs = re.findall(r'src="([^"]+)"', text)
+    assert sorted(pngs) == ["2/unit_0000.png", "2/unit_0001.png", "2/unit_0002.png"]
+    for src in pngs:
+        with Image.open(page.parent / src) as img:
+            assert img.size == (3 * 16 + 2 * 4, 16)
+    data = json.loads((tmp_path / "rep" / "2.json").read_text())
+    assert [d["unit"] for d in data] == [0, 1, 2] and all(len(d["top"]) == 3 for d in data)
+    assert "ade20k/img" in text                           # image names are captioned
+
+
+def test_report_without_images_or_activations(tmp_path):
+    rng = np.random.default_rng(1)
+    concepts = rng.random((5 * 16, 3)) < 0.3
+    store = cxql.ConceptStore.from_masks(concepts, ["a", "b", "c"], mask_shape=(4, 4))
+    store.add_unit_masks("masks", np.stack([concepts[:, 0], concepts[:, 1] & concepts[:, 2]], 1))
+    page = write_report(store, "masks", tmp_path / "r", top=2)
+    assert (tmp_path / "r" / "masks" / "unit_0001.png").exists() and page.exists()
+    data = json.loads((tmp_path / "r" / "masks.json").read_text())
+    counts = concepts[:, 0].reshape(5, 16).sum(1)
+    assert data[0]["formula"] == "a" and data[0]["iou"] == 1.0
+    assert [s for s, _ in data[0]["top"]] == sorted(range(5), key=lambda s: (-counts[s], s))[:2]
+
+
+def test_cli_report(recorded, tmp_path, capsys):
+    code = main(["report", str(recorded.path), "2", "--out", str(tmp_path / "out"), "--units", "0..1", "--top", "2"])
+    assert code == 0, capsys.readouterr().err
+    assert (tmp_path / "out" / "2.html").exists()
+    assert main(["report", str(recorded.path), "nope", "--out", str(tmp_path / "x")]) == 1
+    assert "no layer 'nope'" in capsys.readouterr().err
