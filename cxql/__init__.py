@@ -7,12 +7,14 @@ The public API (SPEC section 4)::
     session = cxql.connect(store)                      # or a store path
     session.execute("SEARCH unit * LENGTH 3 BEAM 10").rows
     cxql.parse("(water OR river) AND NOT blue")
+    cxql.record(model, "layer4", store)                # a torch layer over the store's images
 """
 
 from .engine import Result, Session, connect
 from .errors import CxqlError
 from .parser import parse
+from .record import record
 from .store import ConceptStore, Threshold
 
-__all__ = ["ConceptStore", "CxqlError", "Result", "Session", "Threshold", "connect", "parse"]
+__all__ = ["ConceptStore", "CxqlError", "Result", "Session", "Threshold", "connect", "parse", "record"]
 __version__ = "0.1.0"

@@ -25,6 +25,7 @@ from .errors import CxqlError, DataError, UsageError
 from .render import FORMATS, render
 from .resources import demo_store_path
 from .store import ConceptStore
+from .store.units import check_activations
 
 #: Subcommand groups: name -> function adding its parser(s) to the subparsers.
 #: Each sets ``func`` (args -> exit code) on the parsers it adds.
@@ -111,6 +112,12 @@ def _units_parsers(sub: argparse._SubParsersAction) -> None:
     add.add_argument("--threshold", help="absolute value, or quantile:LEVEL (default: the store kind's)")
     add.add_argument("--no-keep", action="store_true", help="do not keep raw activations (SET threshold off)")
     add.set_defaults(func=_units_add)
+    for add_action in UNITS_ACTIONS.values():
+        add_action(usub)
+
+
+#: ``cxql units ACTION`` parsers added by extensions: action -> function adding its parser.
+UNITS_ACTIONS: dict[str, Callable[[argparse._SubParsersAction], None]] = {}
 
 
 @subcommand("store")
@@ -139,7 +146,7 @@ def load_activations(path: str) -> np.ndarray:
     try:
         if p.suffix == ".pt":
             import torch
-            value = torch.load(p, map_location="cpu", weights_only=True)
+            value = torch.load(p, map_location="cpu", weights_only=True, mmap=True)
             return value.numpy() if hasattr(value, "numpy") else np.asarray(value)
         return np.load(p, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError, RuntimeError) as exc:
@@ -149,6 +156,7 @@ def load_activations(path: str) -> np.ndarray:
 def _units_add(args: argparse.Namespace) -> int:
     store = ConceptStore.open(args.store)
     acts = load_activations(args.activations)
+    check_activations(acts, store.n_samples, args.activations)
     progress = RichProgress()
     progress.start(acts.shape[0] if acts.ndim else 0, f"thresholding {args.layer}")
     try:
@@ -249,7 +257,7 @@ def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespa
 
 
 #: Modules that register subcommands or store builders when imported.
-EXTENSIONS: tuple[str, ...] = ()
+EXTENSIONS: tuple[str, ...] = ("cxql.store.broden", "cxql.store.nli", "cxql.record", "cxql.report")
 
 
 def _load_extensions() -> None:

@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterator, Protocol
 import numpy as np
 import torch
 
+from . import batched
 from . import syntax as s
 from .backend import Backend
 from .compiler import Compiler, Plan, Resolver
@@ -171,8 +172,9 @@ class Session:
         return self.compiler.compile(formula)
 
     def searcher(self) -> Callable[..., list[SearchResult]]:
-        """The SEARCH implementation: the batched engine when present, else per-unit beam search."""
-        return _search_units
+        """The SEARCH implementation: the batched engine, or per-unit beam search (``SET engine = 'plain'``)."""
+        plain = self.settings["engine"] == "plain" or not batched.supports(self.resolver)
+        return _search_units if plain else batched.batched_search
 
 
 # ---------------------------------------------------------------- handlers
@@ -239,14 +241,34 @@ def _search(session: Session, stmt: s.Search) -> Result:
         if value < 1:
             raise QueryError(f"{name} must be at least 1, got {value}", needle=f"{value}")
     distinct = stmt.distinct or session.settings["distinct"]
-    units = session.units(stmt.units)
+    units, notes = _active_enough(session, stmt.units)
     results = session.searcher()(session, units, length=length, beam=beam, distinct=distinct)
     rows = [search_row(r) for r in results]
-    message = None
+    columns = ["unit", "formula", "iou", "precision", "recall", "length", "mask_size"]
+    if stmt.accuracy:
+        from .text_record import accuracy_columns
+
+        extra = accuracy_columns(session, [r["unit"] for r in rows])
+        for row in rows:
+            row.update(extra[row["unit"]])
+        columns[3:3] = ["favours", "accuracy"]
     if len(results) < len(units):
-        message = f"cancelled after {len(results)} of {len(units)} units"
-    return Result(str(stmt), "search", ["unit", "formula", "iou", "precision", "recall", "length", "mask_size"],
-                  rows, message)
+        notes.append(f"cancelled after {len(results)} of {len(units)} units")
+    return Result(str(stmt), "search", columns, rows, "; ".join(notes) or None)
+
+
+def _active_enough(session: Session, selection: s.Units) -> tuple[list[int], list[str]]:
+    """The units to search, less (for ``*`` on text stores) those active fewer than min_active times."""
+    units = session.units(selection)
+    least = session.settings["min_active"]
+    if not selection.all or session.store.kind != "text" or least == 0:
+        return units, []
+    sizes = _unit_intersections(session, np.ones(session.store.n_signatures, dtype=bool))[1]
+    kept = [u for u in units if sizes[u] >= least]
+    if len(kept) == len(units):
+        return units, []
+    return kept, [f"skipped {len(units) - len(kept)} of {len(units)} units active on fewer than {least} "
+                  f"pairs (SET min_active = 0 to search them)"]
 
 
 def search_row(r: SearchResult) -> dict[str, Any]:

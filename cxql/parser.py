@@ -165,6 +165,9 @@ class _ToSyntax(Transformer):
     def opt_distinct(self, _items):
         return ("distinct", True)
 
+    def opt_accuracy(self, _items):
+        return ("accuracy", True)
+
     def search_stmt(self, items):
         return s.Search(items[0], **dict(items[1:]))
 

@@ -19,7 +19,7 @@ from typing import ClassVar, Iterator, Union
 KEYWORDS = frozenset(
     """and or not eval on unit search length beam distinct match top let show
     concepts like categories units store lets settings set explain neighbors
-    none""".split()
+    none with accuracy""".split()
 )
 
 _BARE = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_']|-(?!-))*\Z")
@@ -173,6 +173,7 @@ class Search:
     length: int | None = None
     beam: int | None = None
     distinct: bool = False
+    accuracy: bool = False  # WITH accuracy: the NLI analysis next to each formula (text stores)
 
     def __str__(self) -> str:
         out = f"SEARCH unit {self.units}"
@@ -182,6 +183,8 @@ class Search:
             out += f" BEAM {self.beam}"
         if self.distinct:
             out += " DISTINCT"
+        if self.accuracy:
+            out += " WITH accuracy"
         return out
 
 

@@ -135,3 +135,13 @@ def test_samples_group_positions() -> None:
     store = cxql.ConceptStore.from_masks(masks, ["a"], sample_ids=["x", "x", "y", "z", "z", "z"])
     assert store.n_samples == 3
     assert store.sample_offsets.tolist() == [0, 2, 3, 6]
+
+
+def test_extra_arrays_travel_with_the_store(tmp_path) -> None:
+    # Builders keep more arrays at the top level (a text store's word vectors):
+    # opening maps them, and saving the opened store elsewhere keeps them.
+    concepts, names, _ = random_store_data(6)
+    store = cxql.ConceptStore.from_masks(concepts, names)
+    store.arrays["word_vectors"] = np.arange(6, dtype=np.float32).reshape(2, 3)
+    copy = store.save(tmp_path / "a").save(tmp_path / "b")
+    np.testing.assert_array_equal(copy.arrays["word_vectors"], store.arrays["word_vectors"])

@@ -305,6 +305,11 @@ class ConceptStore:
 
     # ------------------------------------------------------------ disk
 
+    def write_manifest(self) -> None:
+        """Persist manifest changes (metadata) of an opened store, atomically."""
+        if self.path is not None:
+            _write_manifest(self.path, self.manifest)
+
     def save(self, path: str | os.PathLike) -> "ConceptStore":
         """Write the store to ``path`` atomically (replacing what is there) and return it opened."""
         path = Path(path)
@@ -342,6 +347,8 @@ class ConceptStore:
         arrays = {key: _load(path / f"{key}.npy", shape) for key, shape in expect.items()}
         if (path / "samples.npy").exists():
             arrays["samples"] = _load(path / "samples.npy", (int(manifest["n_samples"]) + 1,))
+        for extra in sorted(path.glob("*.npy")):  # arrays builders add (word vectors, ...) travel with the store
+            arrays.setdefault(extra.stem, _load(extra))
         layers = {name: _open_layer(path / "layers" / name, name, meta, n)
                   for name, meta in manifest.get("layers", {}).items()}
         return cls(manifest, arrays, layers, path)
