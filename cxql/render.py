@@ -19,7 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from .engine import Result
+from .result import Result
 
 FORMATS = ("table", "json", "jsonl", "csv")
 
@@ -52,9 +52,15 @@ def render(results: Iterable[Result], fmt: str, out: TextIO, console: Console | 
         for r in results:
             write_csv(r, out)
     else:
-        console = console or Console(file=out, highlight=False, soft_wrap=False)
+        console = console or table_console(out)
         for r in results:
             print_table(r, console)
+
+
+def table_console(out: TextIO) -> Console:
+    """A console for tables: the terminal's width, or unbounded in pipes so formulas never wrap."""
+    is_tty = hasattr(out, "isatty") and out.isatty()
+    return Console(file=out, highlight=False, soft_wrap=False, width=None if is_tty else 10_000)
 
 
 def write_csv(result: Result, out: TextIO) -> None:
@@ -104,8 +110,8 @@ def cell(column: str, value: Any) -> Text | str:
 
 
 def print_table(result: Result, console: Console) -> None:
-    """One result as a Rich table, with its message under it."""
-    if result.rows:
+    """One result as a Rich table, with its message under it (SET and LET: the message alone)."""
+    if result.rows and not (result.kind in ("set", "let") and result.message):
         numeric = {c for c in result.columns
                    if all(isinstance(r.get(c), (int, float)) and not isinstance(r.get(c), bool) for r in result.rows)}
         table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)

@@ -140,3 +140,22 @@ def test_store_without_layers_explains_what_to_do() -> None:
     store = cxql.ConceptStore.from_masks(np.ones((4, 1), dtype=bool), ["a"])
     with pytest.raises(QueryError, match="no unit layers"):
         cxql.connect(store).execute("SEARCH unit *")
+
+
+def test_explain_search_names_the_engine_that_will_run(small_store) -> None:
+    store, *_ = small_store
+    session = cxql.connect(store)
+    plan = " ".join(r["plan"] for r in session.execute("EXPLAIN SEARCH unit * LENGTH 3").rows)
+    assert "batched engine" in plan and "sparse" in plan
+    session.execute("SET engine = 'plain'")
+    plan = " ".join(r["plan"] for r in session.execute("EXPLAIN SEARCH unit * LENGTH 3").rows)
+    assert "plain engine" in plan
+
+
+def test_set_and_let_print_their_message_alone(small_store, capsys) -> None:
+    from cxql.render import render
+    import sys
+
+    store, *_ = small_store
+    render(list(cxql.connect(store).stream("SET beam = 3; LET w = c4 OR c5")), "table", sys.stdout)
+    assert capsys.readouterr().out.splitlines() == ["beam = 3", "w = (c4 OR c5)"]

@@ -1,0 +1,138 @@
+"""Introspection: SHOW and EXPLAIN, which describe the store, the session and plans.
+
+EXPLAIN prints what a statement would compute (the compiled plan, tensor
+sizes, the memory bound) without running it.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from . import syntax as s
+from .result import Result
+from .settings import SETTINGS
+from .statements import search_row, search_units, unit_intersections
+from .store import ConceptStore
+
+if TYPE_CHECKING:
+    from .engine import Session
+
+
+def show(session: Session, stmt: s.Show) -> Result:
+    store = session.store
+    if stmt.what == "concepts":
+        rows = [{"name": c.name, "category": c.category, "count": c.count,
+                 "fraction": c.count / store.n_positions if store.n_positions else 0.0}
+                for c in store.concepts if stmt.pattern is None or like(c.qualified, stmt.pattern)
+                or like(c.name, stmt.pattern)]
+        return Result(str(stmt), "show", ["name", "category", "count", "fraction"], rows,
+                      f"{len(rows)} of {len(store.concepts)} concepts")
+    if stmt.what == "categories":
+        counts: dict[str, int] = {}
+        for c in store.concepts:
+            counts[c.category] = counts.get(c.category, 0) + 1
+        rows = [{"category": k, "concepts": v} for k, v in counts.items()]
+        return Result(str(stmt), "show", ["category", "concepts"], rows)
+    if stmt.what == "units":
+        layer = session.layer()
+        sizes = unit_intersections(session, np.ones(store.n_signatures, dtype=bool))[1]
+        thresholds = layer.thresholds
+        rows = [{"layer": layer.name, "unit": u, "mask_size": int(sizes[u]),
+                 "fraction": int(sizes[u]) / store.n_positions if store.n_positions else 0.0,
+                 "threshold": float(thresholds[u]) if thresholds is not None else None}
+                for u in range(layer.n_units)]
+        return Result(str(stmt), "show", ["layer", "unit", "mask_size", "fraction", "threshold"], rows,
+                      f"layers: {', '.join(f'{n} ({l.n_units} units)' for n, l in store.layers.items())}")
+    if stmt.what == "unit":
+        return _show_unit(session, stmt.unit)
+    if stmt.what == "store":
+        rows = [{"property": k, "value": v} for k, v in store_summary(store).items()]
+        return Result(str(stmt), "show", ["property", "value"], rows)
+    if stmt.what == "lets":
+        rows = [{"name": k, "formula": str(v)} for k, v in session.lets.items()]
+        return Result(str(stmt), "show", ["name", "formula"], rows)
+    rows = [{"name": k, "value": session.settings[k], "help": v.help} for k, v in SETTINGS.items()]
+    return Result(str(stmt), "show", ["name", "value", "help"], rows)
+
+
+def _show_unit(session: Session, unit: int | None) -> Result:
+    """A unit at a glance: its mask size, threshold and best length-1..3 formulas."""
+    assert unit is not None
+    [u] = session.units(s.Units((unit,)))
+    [r] = search_units(session, [u], length=session.settings["length"], beam=session.settings["beam"],
+                        distinct=False)
+    row = search_row(r)
+    layer = session.layer()
+    row["layer"] = layer.name
+    row["threshold"] = float(layer.thresholds[u]) if layer.thresholds is not None else None
+    return Result(f"SHOW unit {unit}", "search", ["layer", "unit", "formula", "iou", "mask_size", "threshold"],
+                  [row])
+
+
+def store_summary(store: ConceptStore) -> dict[str, Any]:
+    return {"path": str(store.path) if store.path else "(in memory)", "kind": store.kind,
+            "positions": store.n_positions, "samples": store.n_samples,
+            "mask_shape": "x".join(map(str, store.mask_shape)) if store.mask_shape else "-",
+            "concepts": len(store.concepts), "signatures": store.n_signatures,
+            "bytes": store.nbytes(),
+            "layers": ", ".join(f"{n} ({l.n_units} units)" for n, l in store.layers.items()) or "-"}
+
+
+def explain(session: Session, stmt: s.Explain) -> Result:
+    inner = stmt.statement
+    store = session.store
+    backend = session.backend
+    k, n_sig = len(store.concepts), store.n_signatures
+    header = [f"store: {store.n_positions:,} positions in {n_sig:,} signatures x {k:,} concepts "
+              f"(bit-packed, {n_sig * ((k + 7) // 8):,} bytes) on {backend.device}",
+              f"chunks of {backend.chunk_rows:,} signatures: at most "
+              f"{backend.chunk_rows * k * 8:,} bytes unpacked at once"]
+    lines: list[str] = []
+    formula = getattr(inner, "formula", None)
+    if formula is not None and not isinstance(inner, s.Let):
+        plan = session.formula_plan(formula)
+        lines += [f"formula {plan.formula}  (length {s.length(plan.formula)})"]
+        lines += ["  " + line for line in plan.describe(store.concepts)]
+        lines += [f"  |F| = sum(count[S] where t{len(plan.ops) - 1})  -- float64 dot over {n_sig:,} signatures"]
+    if isinstance(inner, s.Eval):
+        lines += [f"for each of {len(session.units(inner.units))} units: |M & F| = hist_u[S] . t{len(plan.ops) - 1}"
+                  " (sparse CSR histogram), IoU = |M&F| / (|M| + |F| - |M&F|)"]
+    elif isinstance(inner, s.Match):
+        lines += [f"|M_u & F| for all {session.layer().n_units} units from CSR histograms; sort by IoU, keep TOP"]
+    elif isinstance(inner, s.Search):
+        lines += _search_plan(session, inner, k)
+    elif formula is None:
+        lines += [f"{inner}: no tensor work"]
+    rows = [{"plan": line} for line in header + lines]
+    return Result(str(stmt), "explain", ["plan"], rows)
+
+
+def like(text: str, pattern: str) -> bool:
+    """SQL LIKE, case-insensitive: ``%`` any run, ``_`` one character."""
+    regex = "".join(".*" if ch == "%" else "." if ch == "_" else re.escape(ch) for ch in pattern)
+    return re.fullmatch(regex, text, flags=re.IGNORECASE | re.DOTALL) is not None
+
+
+def _search_plan(session: Session, stmt: s.Search, k: int) -> list[str]:
+    """How SEARCH will run: which engine, and the products of each step."""
+    units = session.units(stmt.units)
+    length = stmt.length or session.settings["length"]
+    beam = stmt.beam or session.settings["beam"]
+    head = (f"beam search over {len(units)} units, LENGTH {length}, BEAM {beam}"
+            + (" DISTINCT" if stmt.distinct else ""))
+    if session.searcher() is search_units:
+        return [head + " -- plain engine, one unit at a time",
+                f"  step 0: |M & c| = hist[1, S] @ concepts[S, {k}]  (float64, exact)",
+                f"  steps 1..{length - 1}: [2*{beam}, S] weighted beam masks @ concepts[S, {k}] -> "
+                f"{3 * beam * k:,} candidates scored in closed form (OR, AND, AND NOT)",
+                f"  keep the best {beam} (stable sort, old beam first)"]
+    return [head + " -- batched engine, units in chunks under 16 x chunk_mb of state",
+            f"  step 0: |M_u & c| for all units = sparse hist[U*{k}, E] @ ones[E]  (E = unit-signature entries)",
+            f"  steps 1..{length - 1}: |F & c| = sparse concepts^T[{k}, S] @ new beam masks[S, R] (R distinct "
+            f"formulas, shared across units); |M_u & F & c| = sparse hist[U*{k}, E] @ beam masks[E, {beam}]",
+            f"  {3 * beam * k:,} candidates per unit in closed form; stable top-{beam} per unit "
+            "(float32 where sums stay below 2**24, else float64; exact)",
+            "  SET engine = 'plain' runs the per-unit reference path"]

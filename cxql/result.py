@@ -1,0 +1,44 @@
+"""What statements return: plain data, plus the progress protocol long work reports to.
+
+Kept apart from the engine so that renderers, the shell and the statement
+handlers can all speak about results without importing the engine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+class Progress(Protocol):
+    """What long statements report to; the CLI and shell plug in Rich bars."""
+
+    def start(self, total: int, description: str) -> None: ...
+    def advance(self, n: int = 1, note: str | None = None) -> None: ...
+    def finish(self) -> None: ...
+
+
+class Quiet:
+    def start(self, total: int, description: str) -> None:
+        pass
+
+    def advance(self, n: int = 1, note: str | None = None) -> None:
+        pass
+
+    def finish(self) -> None:
+        pass
+
+
+@dataclass
+class Result:
+    """One statement's answer: rows of plain values, plus a message for the people reading."""
+
+    statement: str
+    kind: str
+    columns: list[str]
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    message: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"statement": self.statement, "kind": self.kind, "columns": self.columns,
+                "rows": self.rows, "message": self.message}

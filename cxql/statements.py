@@ -1,0 +1,182 @@
+"""The statements that compute: formulas, EVAL, SEARCH, MATCH, LET and SET.
+
+Each handler takes the session and a parsed statement and returns a
+:class:`~cxql.result.Result`; none of them prints. Counts for a formula come
+from the backend's signature kernels, counts per unit from the layer's
+signature histograms, so every statement agrees on the same integers.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from . import syntax as s
+from .backend import Backend
+from .errors import NameResolutionError, QueryError
+from .result import Result
+from .search import SearchResult, beam_search, iou_of
+from .settings import check_setting
+from .store import ConceptStore
+
+if TYPE_CHECKING:
+    from .engine import Session
+
+
+def formula(session: Session, stmt: s.FormulaStmt) -> Result:
+    plan = session.formula_plan(stmt.formula)
+    backend = session.backend
+    mask = backend.formula_mask(plan)
+    size = backend.formula_size(mask)
+    samples = _samples_touched(session.store, backend, mask)
+    n = session.store.n_positions
+    row = {"formula": str(plan.formula), "positions": size, "fraction": size / n if n else 0.0,
+           "samples": samples, "sample_fraction": samples / session.store.n_samples if session.store.n_samples else 0.0}
+    return Result(str(stmt), "formula", list(row), [row])
+
+
+def _samples_touched(store: ConceptStore, backend: Backend, mask: torch.Tensor, chunk: int = 1 << 22) -> int:
+    """How many samples have at least one position where the formula holds (chunked over positions)."""
+    sig_mask = mask.cpu().numpy()
+    offsets = store.sample_offsets
+    touched = 0
+    first = 0
+    while first < len(offsets) - 1:
+        last = int(np.searchsorted(offsets, offsets[first] + chunk, side="right")) - 1
+        last = max(last, first + 1)
+        a, b = int(offsets[first]), int(offsets[last])
+        hits = sig_mask[np.asarray(store.position_signatures[a:b], dtype=np.int64)]
+        starts = offsets[first:last] - a
+        touched += int(np.count_nonzero(np.logical_or.reduceat(hits, starts))) if b > a else 0
+        first = last
+    return touched
+
+
+def evaluate(session: Session, stmt: s.Eval) -> Result:
+    plan = session.formula_plan(stmt.formula)
+    units = session.units(stmt.units)
+    backend = session.backend
+    mask = backend.formula_mask(plan)
+    size = backend.formula_size(mask)
+    inters, sizes = unit_intersections(session, mask.cpu().numpy())
+    rows = []
+    for u in units:
+        inter, m = int(inters[u]), int(sizes[u])
+        rows.append({"unit": u, "formula": str(plan.formula), "iou": iou_of(inter, size, m),
+                     "precision": inter / size if size else 0.0, "recall": inter / m if m else 0.0,
+                     "intersection": inter, "formula_size": size, "mask_size": m})
+    return Result(str(stmt), "eval", ["unit", "formula", "iou", "precision", "recall", "mask_size"], rows)
+
+
+def unit_intersections(session: Session, sig_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(|M_u AND F|, |M_u|) for every unit of the layer, from the CSR histograms."""
+    indptr, sig, cnt = session.unit_histograms()
+    weighted = np.where(sig_mask[sig], cnt, 0) if len(sig) else np.zeros(0, np.int64)
+    cums = np.concatenate([[0], np.cumsum(weighted, dtype=np.int64)])
+    totals = np.concatenate([[0], np.cumsum(cnt, dtype=np.int64)])
+    return cums[indptr[1:]] - cums[indptr[:-1]], totals[indptr[1:]] - totals[indptr[:-1]]
+
+
+def search(session: Session, stmt: s.Search) -> Result:
+    length = stmt.length if stmt.length is not None else session.settings["length"]
+    beam = stmt.beam if stmt.beam is not None else session.settings["beam"]
+    for name, value in (("LENGTH", length), ("BEAM", beam)):
+        if value < 1:
+            raise QueryError(f"{name} must be at least 1, got {value}", needle=f"{value}")
+    distinct = stmt.distinct or session.settings["distinct"]
+    units, notes = _active_enough(session, stmt.units)
+    results = session.searcher()(session, units, length=length, beam=beam, distinct=distinct)
+    rows = [search_row(r) for r in results]
+    columns = ["unit", "formula", "iou", "precision", "recall", "length", "mask_size"]
+    if stmt.accuracy:
+        from .text_record import accuracy_columns
+
+        extra = accuracy_columns(session, [r["unit"] for r in rows])
+        for row in rows:
+            row.update(extra[row["unit"]])
+        columns[3:3] = ["favours", "accuracy"]
+    if len(results) < len(units):
+        notes.append(f"cancelled after {len(results)} of {len(units)} units")
+    return Result(str(stmt), "search", columns, rows, "; ".join(notes) or None)
+
+
+def _active_enough(session: Session, selection: s.Units) -> tuple[list[int], list[str]]:
+    """The units to search, less (for ``*`` on text stores) those active fewer than min_active times."""
+    units = session.units(selection)
+    least = session.settings["min_active"]
+    if not selection.all or session.store.kind != "text" or least == 0:
+        return units, []
+    sizes = unit_intersections(session, np.ones(session.store.n_signatures, dtype=bool))[1]
+    kept = [u for u in units if sizes[u] >= least]
+    if len(kept) == len(units):
+        return units, []
+    return kept, [f"skipped {len(units) - len(kept)} of {len(units)} units active on fewer than {least} "
+                  f"pairs (SET min_active = 0 to search them)"]
+
+
+def search_row(r: SearchResult) -> dict[str, Any]:
+    """A SEARCH result as a plain row (the by_length list feeds IoU-by-length plots)."""
+    best = r.best
+    inter, size = (best.inter, best.size) if best else (0, 0)
+    return {"unit": r.unit, "formula": str(best.formula) if best else "NONE", "iou": best.iou if best else 0.0,
+            "precision": inter / size if size else 0.0, "recall": inter / r.mask_size if r.mask_size else 0.0,
+            "length": best.length if best else 0, "mask_size": r.mask_size,
+            "by_length": [{"length": n, "formula": str(v.formula), "iou": v.iou}
+                          for n, v in sorted(r.by_length.items())]}
+
+
+def search_units(session: Session, units: list[int], *, length: int, beam: int,
+                  distinct: bool) -> list[SearchResult]:
+    """Reference path: one beam search per unit."""
+    out = []
+    session.progress.start(len(units), "SEARCH")
+    try:
+        for u in units:
+            if session._cancel:
+                break
+            r = beam_search(session.backend, session.resolver, session.unit_hist(u), u,
+                            length=length, beam=beam, distinct=distinct, cancelled=lambda: session._cancel)
+            out.append(r)
+            session.progress.advance(1, f"unit {u}: {r.best.formula if r.best else 'NONE'}")
+    finally:
+        session.progress.finish()
+    return out
+
+
+def match(session: Session, stmt: s.Match) -> Result:
+    plan = session.formula_plan(stmt.formula)
+    top = stmt.top if stmt.top is not None else session.settings["top"]
+    if top < 1:
+        raise QueryError(f"TOP must be at least 1, got {top}", needle=str(top))
+    backend = session.backend
+    mask = backend.formula_mask(plan)
+    size = backend.formula_size(mask)
+    inters, sizes = unit_intersections(session, mask.cpu().numpy())
+    ious = [iou_of(int(i), size, int(m)) for i, m in zip(inters, sizes)]
+    order = sorted(range(len(ious)), key=lambda u: (-ious[u], u))[:top]
+    rows = [{"unit": u, "formula": str(plan.formula), "iou": ious[u],
+             "precision": int(inters[u]) / size if size else 0.0,
+             "recall": int(inters[u]) / int(sizes[u]) if sizes[u] else 0.0, "mask_size": int(sizes[u])}
+            for u in order]
+    return Result(str(stmt), "match", ["unit", "iou", "precision", "recall", "mask_size"], rows,
+                  f"{plan.formula}: best {len(rows)} of {len(ious)} units")
+
+
+def let(session: Session, stmt: s.Let) -> Result:
+    canonical = session.compiler.canonical(stmt.formula)
+    session.lets[stmt.name] = canonical
+    session.compiler._cache.clear()
+    return Result(str(stmt), "let", ["name", "formula"], [{"name": stmt.name, "formula": str(canonical)}],
+                  f"{stmt.name} = {canonical}")
+
+
+def set_(session: Session, stmt: s.Set) -> Result:
+    value = check_setting(stmt.name, stmt.value)
+    if stmt.name == "layer" and value is not None and value not in session.store.layers:
+        raise NameResolutionError(f"unknown layer {value!r}; layers: {', '.join(session.store.layers) or 'none'}",
+                                  needle=str(stmt.value))
+    session.settings[stmt.name] = value
+    return Result(str(stmt), "set", ["name", "value"], [{"name": stmt.name, "value": value}],
+                  f"{stmt.name} = {value}")
