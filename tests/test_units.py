@@ -17,9 +17,10 @@ def store_with_images(n_images: int, shape=(8, 8), seed: int = 0) -> cxql.Concep
     return cxql.ConceptStore.from_masks(rng.random((n, 3)) < 0.3, ["a", "b", "c"], mask_shape=shape)
 
 
-def expected_masks(acts: np.ndarray, shape, level: float = 0.995) -> np.ndarray:
-    """SPEC 1, written out: quantile of raw values, upsample, compare strictly. -> bool [N, U]"""
-    t = np.quantile(acts.transpose(1, 0, 2, 3).reshape(acts.shape[1], -1), level, axis=1)
+def expected_masks(acts: np.ndarray, shape, level: float | None = 0.995) -> np.ndarray:
+    """SPEC 1, written out: quantile of raw values (None: 0), upsample, compare strictly. -> bool [N, U]"""
+    t = (np.quantile(acts.transpose(1, 0, 2, 3).reshape(acts.shape[1], -1), level, axis=1)
+         if level is not None else np.zeros(acts.shape[1]))
     up = torch.nn.functional.interpolate(torch.from_numpy(acts), size=shape, mode="bilinear",
                                          align_corners=False).numpy().astype(np.float64)
     masks = up > t[None, :, None, None]
@@ -78,3 +79,30 @@ def test_dense_units_are_bit_packed_and_sparse_ones_listed() -> None:
     dense = store.add_unit_masks("dense", np.random.default_rng(3).random((20 * 64, 4)) < 0.5)
     sparse = store.add_unit_masks("sparse", np.random.default_rng(3).random((20 * 64, 4)) < 0.005)
     assert dense.meta["encoding"] == "bits" and sparse.meta["encoding"] == "positions"
+
+
+def test_float32_thresholds_compare_like_the_float64_ones() -> None:
+    from cxql.store.units import float32_thresholds
+
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=20000).astype(np.float32)
+    # thresholds that are float32 values, values between two float32s, and quantiles of x
+    t = np.concatenate([x[:50].astype(np.float64), x[50:100].astype(np.float64) + 1e-12,
+                        x[100:150].astype(np.float64) - 1e-12, np.quantile(x, [0.5, 0.9, 0.995])])
+    t32 = float32_thresholds(t)
+    assert t32.dtype == np.float32
+    np.testing.assert_array_equal(x[None, :] > t32[:, None], x[None, :].astype(np.float64) > t[:, None])
+
+
+def test_big_layers_are_processed_in_bounded_blocks() -> None:
+    from cxql.store.units import active_positions, masks_from_pairs
+
+    acts = np.random.default_rng(5).normal(size=(12, 3, 2, 2)).astype(np.float32)
+    seen = []
+    pairs = list(active_positions(acts, np.zeros(3), (8, 8), block_bytes=3 * 4 * 4 * 5,
+                                  progress=seen.append))
+    assert seen == [5, 5, 2]
+    masks = masks_from_pairs(iter(pairs), 3)
+    want = expected_masks(acts, (8, 8), level=None)
+    for u in range(3):
+        np.testing.assert_array_equal(masks.unit(u), np.flatnonzero(want[:, u]))

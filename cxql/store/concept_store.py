@@ -257,9 +257,8 @@ class ConceptStore:
         if "samples" in self.arrays:  # irregular samples: one value per sample, spread over its positions
             return _spread_sample_masks(np.asarray(activations, dtype=np.float64) > thresholds[None, :],
                                         self.sample_offsets)
-        blocks = un.iter_unit_masks(activations, thresholds, self.mask_shape)
-        per = int(np.prod(self.mask_shape)) if self.mask_shape else 1
-        return un.masks_from_blocks(blocks, activations.shape[1], per, progress)
+        pairs = un.active_positions(activations, thresholds, self.mask_shape, progress=progress)
+        return un.masks_from_pairs(pairs, activations.shape[1])
 
     def _attach(self, name: str, masks: un.UnitMasks, rule: un.Threshold, thresholds: np.ndarray | None,
                 activations: np.ndarray | None) -> Layer:

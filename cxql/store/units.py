@@ -82,11 +82,20 @@ def check_activations(acts: np.ndarray, n_samples: int, source: str = "activatio
         raise DataError(f"{source}: has no units")
 
 
-def unit_thresholds(acts: np.ndarray, threshold: Threshold, chunk_units: int = 16) -> np.ndarray:
-    """float64 [U]: each unit's T_u over all samples and raw spatial positions."""
+BLOCK_BYTES = 256 << 20  # working memory for one block of activations
+
+
+def unit_thresholds(acts: np.ndarray, threshold: Threshold, block_bytes: int = BLOCK_BYTES) -> np.ndarray:
+    """float64 [U]: each unit's T_u over all samples and raw spatial positions.
+
+    Units are read a few at a time so that one block (float64) stays under
+    ``block_bytes``, whatever the number of samples.
+    """
     n_units = acts.shape[1]
     if threshold.kind == "absolute":
         return np.full(n_units, threshold.value, dtype=np.float64)
+    per_unit = 8 * acts.shape[0] * int(np.prod(acts.shape[2:]))
+    chunk_units = max(1, block_bytes // max(1, per_unit))
     out = np.empty(n_units, dtype=np.float64)
     for start in range(0, n_units, chunk_units):
         block = np.asarray(acts[:, start:start + chunk_units], dtype=np.float64)
@@ -98,31 +107,69 @@ def unit_thresholds(acts: np.ndarray, threshold: Threshold, chunk_units: int = 1
     return out
 
 
-def iter_unit_masks(acts: np.ndarray, thresholds: np.ndarray, mask_shape: tuple[int, ...] | None,
-                    chunk_samples: int = 64) -> Iterator[tuple[int, np.ndarray]]:
-    """Yield (first sample, bool [n, U, P]) blocks of thresholded, upsampled masks.
+def float32_thresholds(thresholds: np.ndarray) -> np.ndarray:
+    """float32 t_u with ``x > t_u  <=>  x > T_u`` for every float32 x.
 
-    P is the number of positions per sample. 4-D activations are upsampled to
-    ``mask_shape``; 2-D ones (one value per sample and unit) cover every
-    position of their sample.
+    t_u is the largest float32 not above T_u: if x > T_u then x > t_u; if
+    x > t_u then x is at least the next float32, which is above T_u. So masks
+    can be compared in float32, at half the memory, with the same result.
     """
-    positions = int(np.prod(mask_shape)) if mask_shape else 1
-    t = torch.as_tensor(thresholds, dtype=torch.float64)
-    for start in range(0, acts.shape[0], chunk_samples):
-        block = torch.from_numpy(np.array(acts[start:start + chunk_samples], dtype=np.float32))
-        if torch.isnan(block).any():
-            raise DataError(f"activations of sample {start + int(torch.isnan(block).flatten(1).any(1).nonzero()[0])} contain NaN")
+    t = np.asarray(thresholds, dtype=np.float64)
+    t32 = t.astype(np.float32)
+    above = t32.astype(np.float64) > t
+    t32[above] = np.nextafter(t32[above], np.float32(-np.inf))
+    return t32
+
+
+def active_positions(acts: np.ndarray, thresholds: np.ndarray, mask_shape: tuple[int, ...] | None,
+                     block_bytes: int = BLOCK_BYTES,
+                     progress: Callable[[int], None] | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Yield (unit ids, positions) of active positions, block by block of samples.
+
+    4-D activations are upsampled to ``mask_shape`` bilinearly; 2-D ones (one
+    value per sample and unit) cover every position of their sample. A
+    bilinear value is a convex combination of raw values, so a (sample, unit)
+    map whose raw maximum is not above T_u has no active position: only the
+    maps that can fire (about 1 in 20 at the default quantile) are
+    upsampled, in batches of ``block_bytes``. Within a block, pairs are
+    ordered by unit, then position.
+    """
+    per_sample = int(np.prod(mask_shape)) if mask_shape else 1
+    t32 = float32_thresholds(thresholds)
+    raw_size = int(np.prod(acts.shape[2:]))
+    chunk = max(1, block_bytes // (4 * acts.shape[1] * raw_size))
+    for start in range(0, acts.shape[0], chunk):
+        block = np.array(acts[start:start + chunk], dtype=np.float32)
+        if np.isnan(block).any():
+            bad = start + int(np.flatnonzero(np.isnan(block.reshape(block.shape[0], -1)).any(axis=1))[0])
+            raise DataError(f"activations of sample {bad} contain NaN")
+        peak = block.reshape(block.shape[0], block.shape[1], -1).max(axis=2)           # [n, U]
+        unit, sample = np.nonzero((peak > t32[None, :]).T)                             # by unit, then sample
         if block.ndim == 4:
-            if not mask_shape or len(mask_shape) != 2:
-                raise DataError("spatial activations [samples, units, h, w] need a store with a 2-D mask shape")
-            if tuple(block.shape[2:]) != tuple(mask_shape):
-                block = torch.nn.functional.interpolate(block, size=tuple(mask_shape), mode="bilinear",
-                                                        align_corners=False)
-            masks = block.double() > t.view(1, -1, 1, 1)
-            yield start, masks.reshape(masks.shape[0], masks.shape[1], -1).numpy()
+            yield from _upsampled(block, unit, sample, start, t32, mask_shape, block_bytes)
         else:
-            masks = block.double() > t.view(1, -1)
-            yield start, masks.unsqueeze(-1).expand(-1, -1, positions).numpy()
+            offsets = np.arange(per_sample, dtype=np.int64)
+            yield np.repeat(unit, per_sample), ((sample + start)[:, None] * per_sample + offsets).ravel()
+        if progress:
+            progress(block.shape[0])
+
+
+def _upsampled(block: np.ndarray, unit: np.ndarray, sample: np.ndarray, start: int, t32: np.ndarray,
+               mask_shape: tuple[int, ...] | None, block_bytes: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Active (unit, position) pairs of the given (sample, unit) maps, upsampled in batches."""
+    if not mask_shape or len(mask_shape) != 2:
+        raise DataError("spatial activations [samples, units, h, w] need a store with a 2-D mask shape")
+    per_sample = mask_shape[0] * mask_shape[1]
+    batch = max(1, block_bytes // (4 * per_sample))
+    for a in range(0, len(unit), batch):
+        u, smp = unit[a:a + batch], sample[a:a + batch]
+        maps = torch.from_numpy(block[smp, u][:, None])                                 # [m, 1, h, w]
+        if tuple(maps.shape[2:]) != tuple(mask_shape):
+            maps = torch.nn.functional.interpolate(maps, size=tuple(mask_shape), mode="bilinear",
+                                                   align_corners=False)
+        hit = (maps.reshape(len(u), -1) > torch.from_numpy(t32[u])[:, None]).numpy()
+        which, pixel = np.nonzero(hit)
+        yield u[which], (smp[which].astype(np.int64) + start) * per_sample + pixel
 
 
 @dataclass
@@ -140,18 +187,14 @@ class UnitMasks:
         return self.positions[self.indptr[u]:self.indptr[u + 1]]
 
 
-def masks_from_blocks(blocks: Iterator[tuple[int, np.ndarray]], n_units: int, positions_per_sample: int,
-                      progress: Callable[[int], None] | None = None) -> UnitMasks:
-    """Collect thresholded blocks into per-unit sorted position lists."""
+def masks_from_pairs(pairs: Iterator[tuple[np.ndarray, np.ndarray]], n_units: int) -> UnitMasks:
+    """Collect (unit ids, positions) pairs, each batch ordered by unit then position, into CSR."""
     per_unit: list[list[np.ndarray]] = [[] for _ in range(n_units)]
-    for start, block in blocks:
-        base = start * positions_per_sample
-        flat = block.transpose(1, 0, 2).reshape(n_units, -1)
-        for u in range(n_units):
-            per_unit[u].append(np.flatnonzero(flat[u]) + base)
-        if progress:
-            progress(block.shape[0])
-    return csr_from_lists([np.concatenate(p) if p else np.zeros(0, np.int64) for p in per_unit])
+    for unit, pos in pairs:
+        bounds = np.searchsorted(unit, np.arange(n_units + 1))
+        for u in np.flatnonzero(np.diff(bounds)):
+            per_unit[u].append(pos[bounds[u]:bounds[u + 1]])
+    return csr_from_lists([np.concatenate(p).astype(np.int64) if p else np.zeros(0, np.int64) for p in per_unit])
 
 
 def masks_from_dense(masks: np.ndarray) -> UnitMasks:
