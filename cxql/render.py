@@ -22,6 +22,8 @@ from rich.text import Text
 from .result import Result
 
 FORMATS = ("table", "json", "jsonl", "csv")
+#: Statements that change the session: their acknowledgement is no data row in jsonl or csv.
+SILENT_IN_ROWS = ("set", "let")
 
 
 def to_plain(value: Any) -> Any:
@@ -46,11 +48,14 @@ def render(results: Iterable[Result], fmt: str, out: TextIO, console: Console | 
         out.write("\n")
     elif fmt == "jsonl":
         for r in results:
+            if r.kind in SILENT_IN_ROWS:
+                continue
             for row in r.rows:
                 out.write(json.dumps(to_plain(row)) + "\n")
     elif fmt == "csv":
         for r in results:
-            write_csv(r, out)
+            if r.kind not in SILENT_IN_ROWS:
+                write_csv(r, out)
     else:
         console = console or table_console(out)
         for r in results:

@@ -111,3 +111,9 @@ def test_other_version_is_refused(capsys, store_path) -> None:
     (store_path / "manifest.json").write_text(json.dumps(manifest))
     code, _, err = run(capsys, "-s", store_path, "-c", "c4")
     assert code == 1 and "format version 2" in err
+
+
+def test_jsonl_holds_only_data_rows(capsys, store_path) -> None:
+    code, out, _ = run(capsys, "-s", store_path, "-c", "SET beam = 3; LET w = c4 OR c5; EVAL w ON unit 0",
+                       "--format", "jsonl")
+    assert code == 0 and [json.loads(line)["formula"] for line in out.splitlines()] == ["(c4 OR c5)"]
