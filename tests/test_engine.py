@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ import pytest
 import cxql
 import reference as ref
 from cxql.errors import NameResolutionError, QueryError
+from cxql.render import render
 from conftest import random_store_data
 
 FORMULAS = ["c0", "c4 OR c5", "c4 AND NOT c6", "NOT c3", "c2", "(c0 OR c7) AND NOT (c8 AND c9)", "c3 AND c4"]
@@ -153,9 +155,6 @@ def test_explain_search_names_the_engine_that_will_run(small_store) -> None:
 
 
 def test_set_and_let_print_their_message_alone(small_store, capsys) -> None:
-    from cxql.render import render
-    import sys
-
     store, *_ = small_store
     render(list(cxql.connect(store).stream("SET beam = 3; LET w = c4 OR c5")), "table", sys.stdout)
     assert capsys.readouterr().out.splitlines() == ["beam = 3", "w = (c4 OR c5)"]
