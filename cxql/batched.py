@@ -51,7 +51,8 @@ import torch
 from . import syntax as s
 from .backend import Backend, read_bits, sparse_csr, unpack_columns
 from .compiler import Resolver
-from .search import Scored, SearchResult, candidate_counts, combine, ious
+from .ranking import top_stable
+from .search import Scored, SearchResult, candidate_counts, combine, ious, unit_note
 
 Key = Union[int, tuple]  # a concept index, or (parent key, op, concept index); op 0 OR, 1 AND, 2 AND NOT
 LOAD, COPY = 3, 4         # table ops besides OR, AND, AND NOT: a concept's column; an old column
@@ -78,49 +79,11 @@ def batched_search(session: Any, units: list[int], *, length: int, beam: int,
             if done is None:
                 break
             out.extend(done)
+            for r in done:  # each unit's answer as it lands, for live displays
+                session.progress.advance(0, unit_note(r))
     finally:
         session.progress.finish()
     return out
-
-
-def top_stable(parts: list[torch.Tensor], k: int) -> torch.Tensor:
-    """long [U, k]: per row of the scores [U, C] (given as column blocks ``parts``), the first k
-    indices of a stable descending sort; -1 pads. Negative scores are never chosen.
-
-    Only scores at or above each row's k-th best value are gathered, so the
-    full [U, C] block is read by one ``topk`` and one comparison.
-    """
-    tops = torch.cat([p.topk(min(k, p.shape[1]), dim=1).values for p in parts], 1)
-    kth = tops.topk(min(k, tops.shape[1]), dim=1).values[:, -1].clamp(min=0)     # [U]; 0 when fewer than k
-    found = [torch.nonzero(p >= kth[:, None], as_tuple=True) for p in parts]
-    offsets = np.cumsum([0] + [p.shape[1] for p in parts])
-    row = torch.cat([r for r, _ in found])
-    col = torch.cat([c + int(o) for (_, c), o in zip(found, offsets)])
-    val = torch.cat([p[r, c] for p, (r, c) in zip(parts, found)])
-    order = torch.argsort(row * int(offsets[-1]) + col)                                # row-major
-    row, col, val = row[order], col[order], val[order]
-    n = len(kth)
-    if not len(row):
-        return torch.full((n, k), -1, dtype=torch.long, device=kth.device)
-    above = val > kth[row]
-    tie = (~above).long()
-    ties_before = torch.cumsum(tie, 0) - tie                                           # in the whole list
-    first = _row_starts(row, n)
-    rank = ties_before - ties_before[first.clamp(max=len(row) - 1)][row]              # among the row's ties
-    room = k - torch.bincount(row[above], minlength=n)
-    keep = above | (rank < room[row])
-    row, col, val = row[keep], col[keep], val[keep]
-    slot = torch.arange(len(row), device=row.device) - _row_starts(row, n)[row]
-    out = torch.full((n, k), -1, dtype=torch.long, device=kth.device)
-    score = torch.full((n, k), -2.0, dtype=val.dtype, device=kth.device)
-    out[row, slot], score[row, slot] = col, val
-    return out.gather(1, torch.sort(-score, dim=1, stable=True).indices)              # by score, then index
-
-
-def _row_starts(row: torch.Tensor, n: int) -> torch.Tensor:
-    """long [n]: where each row's entries begin in a row-sorted list of row ids."""
-    counts = torch.bincount(row, minlength=n)
-    return torch.cumsum(counts, 0) - counts
 
 
 def build_table(old: torch.Tensor | None, concepts: torch.Tensor, op: list[int], src: torch.Tensor,

@@ -56,6 +56,11 @@ class SearchResult:
     by_length: dict[int, Scored] = field(default_factory=dict)
 
 
+def unit_note(r: SearchResult) -> str:
+    """``unit 3: (water OR river)``: a progress note for a finished unit."""
+    return f"unit {r.unit}: {r.best.formula if r.best else 'NONE'}"
+
+
 def iou_of(inter: int, size: int, mask_size: int) -> float:
     """IoU from exact counts; 0 when the union is empty."""
     union = mask_size + size - inter

@@ -17,7 +17,7 @@ from . import syntax as s
 from .backend import Backend
 from .errors import NameResolutionError, QueryError
 from .result import Result
-from .search import SearchResult, beam_search, iou_of
+from .search import SearchResult, beam_search, iou_of, unit_note
 from .settings import check_setting
 from .store import ConceptStore
 
@@ -129,17 +129,22 @@ def search_row(r: SearchResult) -> dict[str, Any]:
 
 def search_units(session: Session, units: list[int], *, length: int, beam: int,
                   distinct: bool) -> list[SearchResult]:
-    """Reference path: one beam search per unit."""
+    """Reference path: one beam search per unit.
+
+    A cancel (``session.cancel()``) stops within the current unit's steps and
+    drops that unit: SEARCH returns only complete searches, like the batched
+    engine.
+    """
     out = []
     session.progress.start(len(units), "SEARCH")
     try:
         for u in units:
-            if session._cancel:
-                break
             r = beam_search(session.backend, session.resolver, session.unit_hist(u), u,
                             length=length, beam=beam, distinct=distinct, cancelled=lambda: session._cancel)
+            if session._cancel:
+                break
             out.append(r)
-            session.progress.advance(1, f"unit {u}: {r.best.formula if r.best else 'NONE'}")
+            session.progress.advance(1, unit_note(r))
     finally:
         session.progress.finish()
     return out

@@ -10,7 +10,7 @@ import cxql
 import reference as ref
 from conftest import random_store_data
 from cxql.backend import Backend
-from cxql.batched import BatchedSearch, top_stable
+from cxql.batched import BatchedSearch
 from cxql.search import SearchResult
 
 CASES = [(1, 3, False), (2, 4, False), (3, 5, False), (3, 5, True), (4, 2, True), (5, 10, False), (6, 3, True)]
@@ -122,10 +122,3 @@ def test_cancel_stops_between_steps() -> None:
     session.progress = CancelAtOnce()
     result = session.execute("SEARCH unit * LENGTH 5 BEAM 3")
     assert result.rows == [] and "cancelled" in result.message
-
-
-def test_top_stable_breaks_ties_by_index() -> None:
-    scores = torch.tensor([[0.5, 0.7, 0.5, 0.7, -1.0, 0.5], [-1.0, -1.0, 0.0, -1.0, -1.0, -1.0]], dtype=torch.float64)
-    assert top_stable([scores], 4).tolist() == [[1, 3, 0, 2], [2, -1, -1, -1]]
-    assert top_stable([scores[:, :2], scores[:, 2:]], 3).tolist() == [[1, 3, 0], [2, -1, -1]]
-    assert top_stable([scores], 9).tolist() == [[1, 3, 0, 2, 5, -1, -1, -1, -1], [2] + [-1] * 8]

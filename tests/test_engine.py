@@ -158,3 +158,34 @@ def test_set_and_let_print_their_message_alone(small_store, capsys) -> None:
     store, *_ = small_store
     render(list(cxql.connect(store).stream("SET beam = 3; LET w = c4 OR c5")), "table", sys.stdout)
     assert capsys.readouterr().out.splitlines() == ["beam = 3", "w = (c4 OR c5)"]
+
+
+@pytest.mark.parametrize("engine", ["plain", "batched"])
+def test_a_cancelled_search_keeps_only_complete_units(small_store, engine, monkeypatch) -> None:
+    from cxql.batched import BatchedSearch
+
+    monkeypatch.setattr(BatchedSearch, "chunks", lambda self, units: ([u] for u in units))  # a unit a chunk
+    store, *_ = small_store
+    session = cxql.connect(store)
+    session.execute(f"SET engine = '{engine}'")
+    notes: list[str] = []
+
+    class CancelAfterTwoUnits:
+        def start(self, total, description):
+            pass
+
+        def advance(self, n=1, note=None):
+            if note and note.startswith("unit "):
+                notes.append(note)
+                if len(notes) == 2:
+                    session.cancel()
+
+        def finish(self):
+            pass
+
+    session.progress = CancelAfterTwoUnits()
+    full = cxql.connect(store).execute("SEARCH unit * LENGTH 3").rows
+    result = session.execute("SEARCH unit * LENGTH 3")
+    assert result.rows == full[:len(result.rows)]
+    assert len(result.rows) < len(full) and "cancelled after" in result.message
+    assert notes[0] == f"unit 0: {full[0]['formula']}"
