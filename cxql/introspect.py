@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import syntax as s
+from .errors import QueryError
 from .result import Result
 from .settings import SETTINGS
 from .statements import search_row, search_units, unit_intersections
@@ -24,12 +25,7 @@ if TYPE_CHECKING:
 def show(session: Session, stmt: s.Show) -> Result:
     store = session.store
     if stmt.what == "concepts":
-        rows = [{"name": c.name, "category": c.category, "count": c.count,
-                 "fraction": c.count / store.n_positions if store.n_positions else 0.0}
-                for c in store.concepts if stmt.pattern is None or like(c.qualified, stmt.pattern)
-                or like(c.name, stmt.pattern)]
-        return Result(str(stmt), "show", ["name", "category", "count", "fraction"], rows,
-                      f"{len(rows)} of {len(store.concepts)} concepts")
+        return _show_concepts(session, stmt)
     if stmt.what == "categories":
         counts: dict[str, int] = {}
         for c in store.concepts:
@@ -56,6 +52,27 @@ def show(session: Session, stmt: s.Show) -> Result:
         return Result(str(stmt), "show", ["name", "formula"], rows)
     rows = [{"name": k, "value": session.settings[k], "help": v.help} for k, v in SETTINGS.items()]
     return Result(str(stmt), "show", ["name", "value", "help"], rows)
+
+
+def _show_concepts(session: Session, stmt: s.Show) -> Result:
+    """Concepts matching LIKE, in store order or ORDER BY a column (stable, so ties keep store order)."""
+    store = session.store
+    samples = [c.get("images", c.get("samples")) for c in store.manifest["concepts"]]
+    columns = ["name", "category", "count", "fraction"] + (["samples"] if any(v is not None for v in samples) else [])
+    rows = []
+    for c, n in zip(store.concepts, samples):
+        if stmt.pattern is None or like(c.qualified, stmt.pattern) or like(c.name, stmt.pattern):
+            row = {"name": c.name, "category": c.category, "count": c.count,
+                   "fraction": c.count / store.n_positions if store.n_positions else 0.0}
+            if "samples" in columns:
+                row["samples"] = n
+            rows.append(row)
+    if stmt.order is not None:
+        if stmt.order not in columns:
+            raise QueryError(f"cannot order concepts by {stmt.order!r}; columns: {', '.join(columns)}",
+                             needle=stmt.order)
+        rows.sort(key=lambda r: (r[stmt.order] is None, r[stmt.order]), reverse=stmt.descending)
+    return Result(str(stmt), "show", columns, rows, f"{len(rows)} of {len(store.concepts)} concepts")
 
 
 def _show_unit(session: Session, unit: int | None) -> Result:

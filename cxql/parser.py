@@ -179,7 +179,16 @@ class _ToSyntax(Transformer):
         return s.Let(str(items[0]), items[1])
 
     def show_concepts(self, items):
-        return s.Show("concepts", pattern=_unescape(items[0]) if items else None)
+        options = dict(items)
+        order = options.get("order")
+        return s.Show("concepts", pattern=options.get("like"), order=order[0] if order else None,
+                      descending=bool(order and order[1]))
+
+    def like(self, items):
+        return ("like", _unescape(items[0]))
+
+    def order(self, items):
+        return ("order", (str(items[0]).lower(), len(items) > 1 and items[1].type == "DESC"))
 
     def show_categories(self, _items):
         return s.Show("categories")

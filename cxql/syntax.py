@@ -19,7 +19,7 @@ from typing import ClassVar, Iterator, Union
 KEYWORDS = frozenset(
     """and or not eval on unit search length beam distinct match top let show
     concepts like categories units store lets settings set explain neighbors
-    none with accuracy""".split()
+    none with accuracy order by asc desc""".split()
 )
 
 _BARE = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_']|-(?!-))*\Z")
@@ -209,17 +209,20 @@ class Let:
 
 @dataclass(frozen=True)
 class Show:
-    """``SHOW what``; ``pattern`` is the LIKE pattern, ``unit`` for SHOW unit N."""
+    """``SHOW what``; for concepts a LIKE ``pattern`` and ``ORDER BY order [DESC]``; ``unit`` for SHOW unit N."""
 
     what: str  # concepts | categories | units | unit | store | lets | settings
     pattern: str | None = None
     unit: int | None = None
+    order: str | None = None
+    descending: bool = False
 
     def __str__(self) -> str:
         if self.what == "unit":
             return f"SHOW unit {self.unit}"
         like = "" if self.pattern is None else f" LIKE {_quote_single(self.pattern)}"
-        return f"SHOW {self.what}{like}"
+        order = "" if self.order is None else f" ORDER BY {self.order}" + (" DESC" if self.descending else "")
+        return f"SHOW {self.what}{like}{order}"
 
 
 @dataclass(frozen=True)

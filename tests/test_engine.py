@@ -189,3 +189,14 @@ def test_a_cancelled_search_keeps_only_complete_units(small_store, engine, monke
     assert result.rows == full[:len(result.rows)]
     assert len(result.rows) < len(full) and "cancelled after" in result.message
     assert notes[0] == f"unit 0: {full[0]['formula']}"
+
+
+def test_show_concepts_orders_by_a_column(small_store) -> None:
+    store, concepts, names, _ = small_store
+    session = cxql.connect(store)
+    rows = session.execute("SHOW concepts ORDER BY count DESC").rows
+    counts = concepts.sum(axis=0)
+    assert [r["name"] for r in rows] == [names[i] for i in sorted(range(len(names)), key=lambda i: -counts[i])]
+    assert [r["name"] for r in session.execute("SHOW concepts LIKE 'c1%' ORDER BY name DESC").rows] == ["c1"]
+    with pytest.raises(QueryError, match="cannot order concepts by 'size'"):
+        session.execute("SHOW concepts ORDER BY size")

@@ -45,6 +45,8 @@ def random_statement(rng: random.Random) -> s.Statement:
         s.Let(rng.choice(["wet", "x1"]), f),
         s.Show(rng.choice(["concepts", "categories", "units", "store", "lets", "settings"])),
         s.Show("concepts", pattern=rng.choice(["wat%", "it's_"])),
+        s.Show("concepts", pattern=rng.choice([None, "a%"]), order=rng.choice(["count", "name"]),
+               descending=rng.random() < 0.5),
         s.Show("unit", unit=rng.randint(0, 9)),
         s.Set(rng.choice(["beam", "device", "threshold"]), rng.choice([3, 0.25, "cuda", "quantile:0.99"])),
     ]
