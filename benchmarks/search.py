@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 import cxql
-from cxql.store.concept_store import Layer
+from cxql.store.layer import Layer
 
 GRID, UPSAMPLE = 28, 4          # 28x28 label grid, upsampled to 112x112 positions
 COLORS = ["black", "blue", "brown", "green", "grey", "orange", "pink", "purple", "red", "white", "yellow"]

@@ -35,6 +35,7 @@ import numpy as np
 from ..errors import DataError, StoreError
 from . import signatures as sig
 from . import units as un
+from .layer import Layer, load_array, open_layer
 from .writer import FORMAT, MANIFEST, VERSION, StoreWriter, store_manifest
 from .writer import replace_dir as _replace_dir
 from .writer import write_manifest as _write_manifest
@@ -52,56 +53,6 @@ class ConceptInfo:
     @property
     def qualified(self) -> str:
         return f"{self.category}:{self.name}" if self.category else self.name
-
-
-class Layer:
-    """A layer's unit masks, histograms and thresholds (arrays mapped lazily)."""
-
-    def __init__(self, name: str, meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray],
-                 n_positions: int) -> None:
-        self.name = name
-        self.meta = dict(meta)
-        self.arrays = dict(arrays)
-        self.n_positions = n_positions
-
-    @property
-    def n_units(self) -> int:
-        return int(self.meta["units"])
-
-    @property
-    def threshold(self) -> un.Threshold:
-        t = self.meta["threshold"]
-        return un.Threshold(t["kind"], float(t["value"]))
-
-    @property
-    def thresholds(self) -> np.ndarray | None:
-        return self.arrays.get("thresholds")
-
-    @property
-    def activations(self) -> np.ndarray | None:
-        return self.arrays.get("activations")
-
-    def unit_positions(self, u: int) -> np.ndarray:
-        """Sorted positions where unit u is active."""
-        if self.meta["encoding"] == "bits":
-            return un.decode_bits_row(self.arrays["mask_bits"][u], self.n_positions)
-        ptr = self.arrays["mask_indptr"]
-        return np.asarray(self.arrays["mask_positions"][ptr[u]:ptr[u + 1]], dtype=np.int64)
-
-    def histogram(self, u: int) -> tuple[np.ndarray, np.ndarray]:
-        """(signature ids, counts) of unit u's active positions."""
-        ptr = self.arrays["hist_indptr"]
-        a, b = int(ptr[u]), int(ptr[u + 1])
-        return (np.asarray(self.arrays["hist_sig"][a:b], dtype=np.int64),
-                np.asarray(self.arrays["hist_count"][a:b], dtype=np.int64))
-
-    @cached_property
-    def mask_sizes(self) -> np.ndarray:
-        """int64 [U]: |M_u| for every unit."""
-        ptr = self.arrays["hist_indptr"]
-        cnt = np.asarray(self.arrays["hist_count"], dtype=np.int64)
-        sums = np.concatenate([[0], np.cumsum(cnt)])
-        return sums[ptr[1:]] - sums[ptr[:-1]]
 
 
 class ConceptStore:
@@ -299,7 +250,7 @@ class ConceptStore:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        arrays = {key: _load(layers_dir / layer.name / f"{key}.npy") for key in layer.arrays}
+        arrays = {key: load_array(layers_dir / layer.name / f"{key}.npy") for key in layer.arrays}
         return Layer(layer.name, layer.meta, arrays, self.n_positions)
 
     # ------------------------------------------------------------ disk
@@ -343,12 +294,12 @@ class ConceptStore:
         n, s = int(manifest["n_positions"]), int(manifest["n_signatures"])
         k = len(manifest["concepts"])
         expect = {"signatures": (s, sig.packed_width(k)), "sig_counts": (s,), "position_sig": (n,)}
-        arrays = {key: _load(path / f"{key}.npy", shape) for key, shape in expect.items()}
+        arrays = {key: load_array(path / f"{key}.npy", shape) for key, shape in expect.items()}
         if (path / "samples.npy").exists():
-            arrays["samples"] = _load(path / "samples.npy", (int(manifest["n_samples"]) + 1,))
+            arrays["samples"] = load_array(path / "samples.npy", (int(manifest["n_samples"]) + 1,))
         for extra in sorted(path.glob("*.npy")):  # arrays builders add (word vectors, ...) travel with the store
-            arrays.setdefault(extra.stem, _load(extra))
-        layers = {name: _open_layer(path / "layers" / name, name, meta, n)
+            arrays.setdefault(extra.stem, load_array(extra))
+        layers = {name: open_layer(path / "layers" / name, name, meta, n)
                   for name, meta in manifest.get("layers", {}).items()}
         return cls(manifest, arrays, layers, path)
 
@@ -387,34 +338,3 @@ def _spread_sample_masks(masks: np.ndarray, offsets: np.ndarray) -> un.UnitMasks
     return un.csr_from_lists(per_unit)
 
 
-def _load(path: Path, shape: tuple[int, ...] | None = None) -> np.ndarray:
-    if not path.exists():
-        raise StoreError(f"{path}: missing file; the store is incomplete")
-    try:
-        arr = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (ValueError, OSError) as exc:
-        raise StoreError(f"{path}: damaged array file ({exc})") from None
-    if shape is not None and tuple(arr.shape) != tuple(shape):
-        raise StoreError(f"{path}: has shape {list(arr.shape)}, the manifest says {list(shape)}")
-    return arr
-
-
-_LAYER_FILES = {"positions": ("hist_indptr", "hist_sig", "hist_count", "mask_indptr", "mask_positions"),
-                "bits": ("hist_indptr", "hist_sig", "hist_count", "mask_bits")}
-
-
-def _open_layer(directory: Path, name: str, meta: Mapping[str, Any], n_positions: int) -> Layer:
-    try:
-        files = _LAYER_FILES[meta["encoding"]]
-    except KeyError:
-        raise StoreError(f"{directory}: unknown mask encoding {meta.get('encoding')!r}") from None
-    units = int(meta["units"])
-    arrays = {key: _load(directory / f"{key}.npy") for key in files}
-    for key in ("hist_indptr", "mask_indptr"):
-        if key in arrays and arrays[key].shape != (units + 1,):
-            raise StoreError(f"{directory / (key + '.npy')}: has shape {list(arrays[key].shape)}, "
-                             f"expected [{units + 1}]")
-    for key in ("thresholds", "activations"):
-        if (directory / f"{key}.npy").exists():
-            arrays[key] = _load(directory / f"{key}.npy")
-    return Layer(name, meta, arrays, n_positions)
