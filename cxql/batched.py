@@ -181,8 +181,10 @@ class BatchedSearch:
             cancelled: Callable[[], bool] | None = None) -> list[SearchResult] | None:
         """Results for ``units`` in order, or None when cancelled before the end."""
         chunk = self._units(units)
-        m_c, beam = self._start(chunk)
         results = [SearchResult(u, int(m), None, []) for u, m in zip(units, chunk.sizes.cpu().tolist())]
+        if not len(self.nonempty):  # no concept covers anything: every answer is NONE
+            return results
+        m_c, beam = self._start(chunk)
         act = torch.nonzero(beam.fid[:, 0] >= 0).flatten()
         if len(act) < len(units):
             chunk = self._units([units[i] for i in act.tolist()])

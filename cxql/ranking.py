@@ -22,6 +22,8 @@ def top_stable(parts: list[torch.Tensor], k: int) -> torch.Tensor:
     full [U, C] block is read by one ``topk`` and one comparison.
     """
     tops = torch.cat([p.topk(min(k, p.shape[1]), dim=1).values for p in parts], 1)
+    if tops.shape[1] == 0:  # no candidates at all (a store whose concepts are all empty)
+        return torch.full((tops.shape[0], k), -1, dtype=torch.long, device=tops.device)
     kth = tops.topk(min(k, tops.shape[1]), dim=1).values[:, -1].clamp(min=0)     # [U]; 0 when fewer than k
     found = [torch.nonzero(p >= kth[:, None], as_tuple=True) for p in parts]
     offsets = np.cumsum([0] + [p.shape[1] for p in parts])

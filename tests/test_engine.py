@@ -200,3 +200,24 @@ def test_show_concepts_orders_by_a_column(small_store) -> None:
     assert [r["name"] for r in session.execute("SHOW concepts LIKE 'c1%' ORDER BY name DESC").rows] == ["c1"]
     with pytest.raises(QueryError, match="cannot order concepts by 'size'"):
         session.execute("SHOW concepts ORDER BY size")
+
+
+def random_formula_text(rng, names: list[str], depth: int) -> str:
+    if depth == 0 or rng.random() < 0.3:
+        return str(rng.choice(names))
+    op = rng.choice(["NOT", "AND", "OR"])
+    if op == "NOT":
+        return f"NOT {random_formula_text(rng, names, depth - 1)}"
+    return f"({random_formula_text(rng, names, depth - 1)} {op} {random_formula_text(rng, names, depth - 1)})"
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_random_formulas_count_like_numpy(small_store, seed) -> None:
+    store, concepts, names, units = small_store
+    rng = np.random.default_rng(seed)
+    text = random_formula_text(rng, names, 4)
+    mask = ref.evaluate(str(cxql.parse(text)), concepts, names)
+    session = cxql.connect(store)
+    assert session.execute(text).rows[0]["positions"] == mask.sum()
+    for row in session.execute(f"EVAL {text} ON unit *").rows:
+        assert row["iou"] == ref.iou(mask, units[:, row["unit"]])

@@ -26,3 +26,8 @@ def test_top_stable_equals_a_stable_sort(seed: int) -> None:
     for row, picks in zip(scores.numpy(), got.tolist()):
         order = [i for i in np.argsort(-row, kind="stable") if row[i] >= 0][:k]
         assert picks == order + [-1] * (k - len(order))
+
+
+def test_no_candidates_pads_every_row() -> None:
+    empty = torch.zeros(3, 0, dtype=torch.float64)
+    assert top_stable([empty, empty], 2).tolist() == [[-1, -1]] * 3

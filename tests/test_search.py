@@ -95,3 +95,13 @@ def test_search_on_a_qualified_store_prints_resolvable_names() -> None:
     for row in session.execute("SEARCH unit * LENGTH 3").rows:
         if row["formula"] != "NONE":
             assert session.execute(f"EVAL {row['formula']} ON unit {row['unit']}").rows[0]["iou"] == row["iou"]
+
+
+@pytest.mark.parametrize("engine", ["plain", "batched"])
+def test_a_store_whose_concepts_are_all_empty(engine) -> None:
+    store = cxql.ConceptStore.from_masks(np.zeros((10, 2), dtype=bool), ["a", "b"])
+    store.add_unit_masks("l", np.eye(10, 2, dtype=bool))
+    session = cxql.connect(store)
+    session.execute(f"SET engine = '{engine}'")
+    rows = session.execute("SEARCH unit * LENGTH 3").rows
+    assert [(r["formula"], r["iou"]) for r in rows] == [("NONE", 0.0), ("NONE", 0.0)]
