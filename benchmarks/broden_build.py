@@ -114,14 +114,14 @@ def run(work: Path, n_images: int, n_units: int, workers: int, devices: str = "c
     build_s = time.perf_counter() - t
     build_peak = peak_mb()
     n, s, k = store.n_positions, store.n_signatures, len(store.concepts)
-    ids = np.asarray(store.position_signatures)
     half = (n_images // 2) * ADE_SIDE * ADE_SIDE
-    s_half = int(ids[:half].max()) + 1
+    s_half = int(store.position_signatures[:half].max()) + 1
     on_disk = disk_bytes(work / "store")
     print(f"\nbuild: {n_images / build_s:,.0f} images/s ({build_s:.1f} s), {n:,} positions, {k:,} concepts, "
           f"{s:,} signatures ({s / n_images:.1f} per image; {s_half:,} after half the images)")
+    layout = id_layout(work / "store")
     print(f"size:  {on_disk / 2**20:,.1f} MiB on disk = {on_disk / n:.3f} bytes/position "
-          f"(position_sig {ids.dtype}: {ids.itemsize} B; signature table {s * sig.packed_width(k) / n:.3f} B; "
+          f"(ids, {layout['name']}: {layout['bytes'] / n:.3f} B; signature table {s * sig.packed_width(k) / n:.3f} B; "
           f"naive bit-packing {k / 8:.0f} B)")
     print(f"peak memory: {build_peak:,.0f} MiB (before the build: {base_rss:,.0f} MiB resident, "
           f"peak {base_peak:,.0f} MiB)")
@@ -145,26 +145,44 @@ def run(work: Path, n_images: int, n_units: int, workers: int, devices: str = "c
         print(f"  unit {r['unit']}: {r['formula']}  IoU {r['iou']:.3f}")
 
     per_sig = builder_bytes_per_signature(sig.packed_width(ADE_CONCEPTS + 92))  # labels are numbered to 1,197
-    extrapolate(n_images, n, s, s_half, k, build_s, build_peak, per_sig, {d: v / n_units for d, v in search_s.items()})
+    extrapolate(n_images, n, s, s_half, k, build_s, build_peak, per_sig, {d: v / n_units for d, v in search_s.items()},
+                layout)
+
+
+def id_layout(store_dir: Path) -> dict:
+    """How the built store keeps each position's signature id, and what that costs."""
+    files = {f.stem: f for f in store_dir.glob("*.npy")}
+    if "position_local" in files:
+        local = np.load(files["position_local"], mmap_mode="r")
+        table = np.load(files["sample_sig_table"], mmap_mode="r")
+        return {"name": f"per sample, {local.dtype} local + tables", "local": local.dtype.itemsize,
+                "table": len(table), "bytes": sum(files[key].stat().st_size for key in
+                                                  ("position_local", "sample_sig_indptr", "sample_sig_table"))}
+    plain = np.load(files["position_sig"], mmap_mode="r")
+    return {"name": f"plain {plain.dtype}", "bytes": files["position_sig"].stat().st_size}
 
 
 def extrapolate(n_images: int, n: int, s: int, s_half: int, k: int, build_s: float, build_peak: float,
-                per_sig: float, search_per_unit: dict[str, float]) -> None:
+                per_sig: float, search_per_unit: dict[str, float], layout: dict) -> None:
     growth = (s - s_half) / max(n_images - n_images // 2, 1)
     s_ade = int(s + growth * (ADE_IMAGES - n_images))
     n_ade = ADE_IMAGES * ADE_SIDE * ADE_SIDE
     width = sig.packed_width(ADE_CONCEPTS)
-    ids_b = 4 if s_ade > 65_536 else 2
-    total = n_ade * ids_b + s_ade * (width + 4)
+    if "local" in layout:  # per-sample ids: a local index per position, a small table per image
+        ids_total = n_ade * layout["local"] + ADE_IMAGES * (8 + 4 * layout["table"] / n_images)
+    else:
+        ids_total = n_ade * (4 if s_ade > 65_536 else 2)
+    ids_b = ids_total / n_ade
+    total = ids_total + s_ade * (width + 4)
     print(f"\nADE20k extrapolation ({ADE_IMAGES:,} images at {ADE_SIDE}x{ADE_SIDE} = {n_ade / 1e6:,.0f} M positions, "
           f"{ADE_CONCEPTS:,} concepts; {growth:.1f} new signatures per image):")
     print(f"  signatures {s_ade / 1e6:,.2f} M; store {total / 2**30:,.2f} GiB = {total / n_ade:.2f} bytes/position "
-          f"(ids {n_ade * ids_b / 2**30:.2f} GiB + table {s_ade * (width + 4) / 2**30:.2f} GiB) "
+          f"(ids {ids_total / 2**30:.2f} GiB + table {s_ade * (width + 4) / 2**30:.2f} GiB) "
           f"vs naive {n_ade * ADE_CONCEPTS / 8 / 2**30:,.1f} GiB")
     grow = (s_ade - s) * (per_sig + 2 * sig.packed_width(ADE_CONCEPTS + 92)) / 2**20  # builder + table copies
     print(f"  build {ADE_IMAGES / (n_images / build_s) / 60:,.1f} min; peak memory about "
           f"{(build_peak + grow) / 1024:,.1f} GiB ({per_sig:.0f} B per signature in the builder, measured), "
-          f"plus {n_ade * 4 / 2**30:.2f} GiB of file-backed, reclaimable memmap pages")
+          f"plus {n_ade * 4 / 2**30:.2f} GiB of file-backed, reclaimable memmap pages while building")
     for device, seconds in search_per_unit.items():
         per_unit = seconds * (s_ade * ADE_CONCEPTS) / (s * k)
         print(f"  SEARCH LENGTH 3 BEAM 10 on {device}: about {per_unit:,.2f} s per unit "

@@ -145,3 +145,59 @@ def test_extra_arrays_travel_with_the_store(tmp_path) -> None:
     store.arrays["word_vectors"] = np.arange(6, dtype=np.float32).reshape(2, 3)
     copy = store.save(tmp_path / "a").save(tmp_path / "b")
     np.testing.assert_array_equal(copy.arrays["word_vectors"], store.arrays["word_vectors"])
+
+
+def image_like_store(n_images: int = 100, seed: int = 7) -> tuple[cxql.ConceptStore, np.ndarray]:
+    """Images of 8x8 positions whose scene concept makes every signature private to its image."""
+    rng = np.random.default_rng(seed)
+    regions = rng.integers(0, 4, size=(n_images, 64))
+    masks = np.zeros((n_images * 64, 4 + n_images), dtype=bool)
+    masks[np.arange(n_images * 64), regions.ravel()] = True
+    masks[np.arange(n_images * 64), 4 + np.repeat(np.arange(n_images), 64)] = True  # scene i
+    names = [f"r{i}" for i in range(4)] + [f"scene{i}" for i in range(n_images)]
+    return cxql.ConceptStore.from_masks(masks, names, mask_shape=(8, 8)), masks
+
+
+def test_per_sample_ids_are_chosen_when_smaller_and_read_the_same(tmp_path) -> None:
+    store, masks = image_like_store()
+    units = np.random.default_rng(8).random((len(masks), 5)) < 0.05
+    store.add_unit_masks("l", units)
+    opened = store.save(tmp_path / "s")
+    assert opened.manifest["position_ids"] == "per-sample"
+    assert not (tmp_path / "s" / "position_sig.npy").exists()
+    assert (tmp_path / "s" / "position_local.npy").stat().st_size < (len(masks) * 2)  # one byte a position
+    np.testing.assert_array_equal(dense_from_store(opened), masks)
+    plain = np.asarray(store.position_signatures, dtype=np.int64)
+    ids = opened.position_signatures
+    picks = np.random.default_rng(9).integers(0, len(masks), size=200)
+    np.testing.assert_array_equal(ids[picks], plain[picks])
+    np.testing.assert_array_equal(ids[70:700], plain[70:700])
+    np.testing.assert_array_equal(np.asarray(ids), plain)
+    query = "SEARCH unit * LENGTH 3 BEAM 5; EVAL r1 AND NOT scene3 ON unit *; r2 OR scene5"
+    assert [r.rows for r in cxql.connect(opened).stream(query)] == [r.rows for r in cxql.connect(store).stream(query)]
+    again = opened.save(tmp_path / "t")  # an opened per-sample store saves as it is
+    np.testing.assert_array_equal(dense_from_store(again), masks)
+
+
+def test_plain_ids_stay_where_per_sample_would_not_pay(tmp_path) -> None:
+    concepts, names, _ = random_store_data(9)  # one position per sample
+    opened = cxql.ConceptStore.from_masks(concepts, names).save(tmp_path / "s")
+    assert opened.manifest["position_ids"] == "plain"
+    assert (tmp_path / "s" / "position_sig.npy").exists()
+
+
+def test_a_per_sample_store_missing_its_table_is_refused(tmp_path) -> None:
+    store, _ = image_like_store()
+    store.save(tmp_path / "s")
+    (tmp_path / "s" / "sample_sig_table.npy").unlink()
+    with pytest.raises(StoreError, match="sample_sig_table.npy: missing file"):
+        cxql.ConceptStore.open(tmp_path / "s")
+
+
+@pytest.mark.parametrize("start, stop", [(0, 0), (0, 1), (63, 65), (64, 128), (100, 6400), (6399, 6400), (5, 3)])
+def test_per_sample_ids_slice_at_sample_edges(tmp_path, start, stop) -> None:
+    store, _ = image_like_store()
+    plain = np.asarray(store.position_signatures, dtype=np.int64)
+    ids = store.save(tmp_path / "s").position_signatures
+    np.testing.assert_array_equal(ids[start:stop], plain[start:stop])
+    np.testing.assert_array_equal(ids[start:stop:3], plain[start:stop:3])

@@ -289,11 +289,12 @@ def build_broden(source: str | Path | Broden, out: str | Path, *, categories: Se
         if not len(keep):
             raise DataError(f"{ds.directory}: no labels occur in the selected rows and categories")
         bits = select_concepts(builder.table()[0], keep, n_labels)  # builder counts tuples, not positions
-        counts = writer.save_signatures(bits, position_sig)
+        counts = writer.save_signatures(bits, position_sig, np.arange(len(ds.rows) + 1, dtype=np.int64) * per)
         names, cats = concept_names(ds, keep, seen)
         manifest = store_manifest(names, cats, sig.concept_counts(bits, counts, len(keep), chunk=4096),
                                   n_positions=len(ds.rows) * per, n_samples=len(ds.rows),
                                   n_signatures=len(counts), mask_shape=shape, kind="vision",
+                                  position_ids=writer.position_ids,
                                   sample_names=[r.image for r in ds.rows], metadata={
                                       "source": "broden", "broden_dir": str(ds.directory.resolve()),
                                       "image_root": str((ds.directory / "images").resolve()),

@@ -5,7 +5,8 @@ On disk a store is a directory::
     manifest.json        format version, sizes, concepts, layers (read at open)
     signatures.npy       uint8 [S, ceil(K/8)]  distinct concept sets, bit-packed
     sig_counts.npy       uint [S]              positions carrying each signature
-    position_sig.npy     uint [N]              each position's signature id (narrowest uint)
+    position_sig.npy     uint [N]              each position's signature id (narrowest uint), or,
+                                               when smaller, the per-sample layout of ids.py
     samples.npy          int64 [n+1]           sample offsets (only if irregular)
     layers/<name>/       one directory per unit layer:
         thresholds.npy   float64 [U]
@@ -35,6 +36,8 @@ import numpy as np
 from ..errors import DataError, StoreError
 from . import signatures as sig
 from . import units as un
+from . import ids
+from .ids import SampleLocalIds
 from .layer import Layer, load_array, open_layer
 from .writer import FORMAT, MANIFEST, VERSION, StoreWriter, store_manifest
 from .writer import replace_dir as _replace_dir
@@ -158,8 +161,11 @@ class ConceptStore:
     def signature_counts(self) -> np.ndarray:
         return self.arrays["sig_counts"]
 
-    @property
-    def position_signatures(self) -> np.ndarray:
+    @cached_property
+    def position_signatures(self) -> "np.ndarray | SampleLocalIds":
+        """Each position's signature id; slices and index arrays give int arrays in either layout."""
+        if "position_local" in self.arrays:
+            return SampleLocalIds(*(self.arrays[key] for key in ids.FILES), self.sample_offsets)
         return self.arrays["position_sig"]
 
     @cached_property
@@ -264,12 +270,16 @@ class ConceptStore:
         """Write the store to ``path`` atomically (replacing what is there) and return it opened."""
         path = Path(path)
         with StoreWriter(path, tag="save") as writer:
+            plain = self.arrays.get("position_sig")
+            local = plain is not None and writer.write_sample_local(plain, self.sample_offsets, plain.dtype)
             for key, arr in self.arrays.items():
-                writer.save(key, arr)
+                if not (local and key == "position_sig"):
+                    writer.save(key, arr)
             for name, layer in self.layers.items():
                 for key, arr in layer.arrays.items():
                     writer.save(f"layers/{name}/{key}", arr)
-            _write_manifest(writer.tmp, self.manifest)
+            _write_manifest(writer.tmp, {**self.manifest, "position_ids": writer.position_ids}
+                            if plain is not None else self.manifest)
             writer.commit()
         return ConceptStore.open(path)
 
@@ -293,7 +303,12 @@ class ConceptStore:
                              f"this cxql reads version {VERSION}")
         n, s = int(manifest["n_positions"]), int(manifest["n_signatures"])
         k = len(manifest["concepts"])
-        expect = {"signatures": (s, sig.packed_width(k)), "sig_counts": (s,), "position_sig": (n,)}
+        expect = {"signatures": (s, sig.packed_width(k)), "sig_counts": (s,)}
+        if manifest.get("position_ids", "plain") == "per-sample":
+            expect |= {"position_local": (n,), "sample_sig_indptr": (int(manifest["n_samples"]) + 1,),
+                       "sample_sig_table": None}
+        else:
+            expect["position_sig"] = (n,)
         arrays = {key: load_array(path / f"{key}.npy", shape) for key, shape in expect.items()}
         if (path / "samples.npy").exists():
             arrays["samples"] = load_array(path / "samples.npy", (int(manifest["n_samples"]) + 1,))

@@ -24,6 +24,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from . import ids
 from .signatures import smallest_uint
 
 FORMAT = "cxql-store"
@@ -35,10 +36,10 @@ CHUNK = 1 << 24  # ids per step when re-reading a streamed position_sig
 def store_manifest(names: Sequence[str], categories: Sequence[str], concept_counts: Sequence[int], *,
                    n_positions: int, n_samples: int, n_signatures: int, mask_shape: Sequence[int] | None,
                    kind: str = "vision", sample_names: Sequence[Any] | None = None,
-                   metadata: Mapping[str, Any] | None = None) -> dict:
+                   metadata: Mapping[str, Any] | None = None, position_ids: str = "plain") -> dict:
     """The manifest of a store without layers (shared by every builder)."""
     return {
-        "format": FORMAT, "version": VERSION, "kind": kind,
+        "format": FORMAT, "version": VERSION, "kind": kind, "position_ids": position_ids,
         "n_positions": int(n_positions), "n_samples": int(n_samples),
         "mask_shape": list(mask_shape) if mask_shape else None,
         "n_signatures": int(n_signatures),
@@ -63,6 +64,7 @@ class StoreWriter:
         remove_stale(self.path, tag)
         self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.{tag}-{os.getpid()}-", dir=self.path.parent))
         self._maps: list[np.memmap] = []
+        self.position_ids = "plain"  # or "per-sample": how position_sig is laid out (cxql.store.ids)
 
     def __enter__(self) -> "StoreWriter":
         return self
@@ -81,24 +83,54 @@ class StoreWriter:
         """Write ``key.npy`` (``key`` may be a relative path such as ``layers/l4/thresholds``)."""
         np.save(self._file(key), np.asarray(array), allow_pickle=False)
 
-    def save_signatures(self, bits: np.ndarray, position_sig: np.memmap) -> np.ndarray:
-        """Save a streamed build's signature table and counts; store the ids in their narrowest dtype.
+    def save_signatures(self, bits: np.ndarray, position_sig: np.memmap,
+                        sample_offsets: np.ndarray | None = None) -> np.ndarray:
+        """Save a streamed build's signature table and counts, and the ids in their smallest layout.
 
+        The ids stay in ``position_sig.npy`` (narrowest dtype) or, given the
+        samples' offsets and when smaller, move to the per-sample layout of
+        :mod:`cxql.store.ids`; ``self.position_ids`` says which, for the manifest.
         Returns int64 [S]: how many positions carry each signature (counted from the ids).
         """
+        if isinstance(position_sig, np.memmap):
+            position_sig.flush()  # later steps re-read the file
         counts = np.zeros(len(bits), dtype=np.int64)
         for start in range(0, len(position_sig), CHUNK):
             counts += np.bincount(position_sig[start:start + CHUNK], minlength=len(bits))
         self.save("signatures", bits)
         self.save("sig_counts", counts.astype(smallest_uint(int(counts.max(initial=0)))))
         dtype = smallest_uint(max(len(bits) - 1, 0))
-        if np.dtype(dtype).itemsize < position_sig.dtype.itemsize:
-            narrow = self.stream("position_sig.narrow", position_sig.shape, dtype)
-            for start in range(0, len(position_sig), CHUNK):
-                narrow[start:start + CHUNK] = position_sig[start:start + CHUNK]
-            narrow.flush()
-            (self.tmp / "position_sig.narrow.npy").replace(self.tmp / "position_sig.npy")
+        if sample_offsets is not None and self.write_sample_local(position_sig, sample_offsets, dtype):
+            (self.tmp / "position_sig.npy").unlink()
+        else:
+            self.narrow("position_sig", dtype)
         return counts
+
+    def write_sample_local(self, position_sig: np.ndarray, offsets: np.ndarray, plain_dtype: type) -> bool:
+        """Write the per-sample id layout if it is smaller than plain ids of ``plain_dtype``; say whether."""
+        if len(offsets) < 2 or len(position_sig) < 16 * (len(offsets) - 1):
+            return False  # a few positions per sample: the tables would cost more than they save
+        largest = ids.encode_sample_local(position_sig, offsets, self.stream)
+        table = int(np.load(self._file("sample_sig_table"), mmap_mode="r").shape[0])
+        if ids.sample_local_bytes(len(position_sig), len(offsets) - 1, table, largest) \
+                >= np.dtype(plain_dtype).itemsize * len(position_sig):
+            for key in ids.FILES:
+                self._file(key).unlink()
+            return False
+        self.narrow("position_local", smallest_uint(max(largest - 1, 0)))
+        self.position_ids = "per-sample"
+        return True
+
+    def narrow(self, key: str, dtype: type) -> None:
+        """Rewrite ``key.npy`` in a narrower dtype, a chunk at a time."""
+        wide = np.load(self._file(key), mmap_mode="r")
+        if np.dtype(dtype).itemsize >= wide.dtype.itemsize:
+            return
+        narrow = self.stream(f"{key}.narrow", wide.shape, dtype)
+        for start in range(0, len(wide), CHUNK):
+            narrow[start:start + CHUNK] = wide[start:start + CHUNK]
+        narrow.flush()
+        self._file(f"{key}.narrow").replace(self._file(key))
 
     def commit(self, manifest: dict | None = None) -> Path:
         """Flush, write the manifest (unless written already), and move the store into place."""
