@@ -160,6 +160,7 @@ class Backend:
             stop = min(start + self.chunk_rows, n_sig)
             part = slice_of(start, stop) @ self.unpack(start, stop)
             out = part if out is None else out + part
+        assert out is not None  # the loop runs at least once
         return out
 
     def overlaps(self, masks: MasksFn, n: int) -> torch.Tensor:

@@ -67,11 +67,11 @@ def _show_concepts(session: Session, stmt: s.Show) -> Result:
             if "samples" in columns:
                 row["samples"] = n
             rows.append(row)
-    if stmt.order is not None:
-        if stmt.order not in columns:
-            raise QueryError(f"cannot order concepts by {stmt.order!r}; columns: {', '.join(columns)}",
-                             needle=stmt.order)
-        rows.sort(key=lambda r: (r[stmt.order] is None, r[stmt.order]), reverse=stmt.descending)
+    order = stmt.order
+    if order is not None:
+        if order not in columns:
+            raise QueryError(f"cannot order concepts by {order!r}; columns: {', '.join(columns)}", needle=order)
+        rows.sort(key=lambda r: (r[order] is None, r[order]), reverse=stmt.descending)
     return Result(str(stmt), "show", columns, rows, f"{len(rows)} of {len(store.concepts)} concepts")
 
 

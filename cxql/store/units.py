@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError
+from .ids import SampleLocalIds
 
 DEFAULT_TOP_FRACTION = 0.005
 
@@ -210,7 +211,7 @@ def csr_from_lists(per_unit: list[np.ndarray]) -> UnitMasks:
     return UnitMasks(indptr, positions)
 
 
-def histograms(masks: UnitMasks, position_sig: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def histograms(masks: UnitMasks, position_sig: "np.ndarray | SampleLocalIds") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-unit signature histograms in CSR form: (indptr, signature ids, counts)."""
     sig_parts, count_parts, sizes = [], [], []
     for u in range(masks.n_units):
