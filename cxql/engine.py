@@ -46,7 +46,7 @@ class Session:
         self.resolver = Resolver(store.concepts)
         self.compiler = Compiler(self.resolver, self.lets, neighbors=_neighbors_provider(store))
         self._backend: Backend | None = None
-        self._unit_cache: dict[tuple[str, str], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._unit_cache: dict[tuple[str, str], tuple[un.UnitMasks, tuple[np.ndarray, ...]]] = {}
 
     # ------------------------------------------------------------ entry points
 
@@ -111,13 +111,26 @@ class Session:
             out.extend(range(first, last + 1))
         return list(dict.fromkeys(out))
 
-    def unit_histograms(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def unit_histograms(self) -> tuple[np.ndarray, ...]:
         """The current layer's per-unit signature histograms (CSR), under the session's threshold."""
         layer = self.layer()
-        override = self.settings["threshold"]
-        if override is None:
+        rethresholded = self._rethresholded(layer)
+        if rethresholded is None:
             a = layer.arrays
             return (np.asarray(a["hist_indptr"]), np.asarray(a["hist_sig"]), np.asarray(a["hist_count"]))
+        return rethresholded[1]
+
+    def unit_positions(self, u: int) -> np.ndarray:
+        """Sorted positions where unit u of the current layer fires, under the session's threshold."""
+        layer = self.layer()
+        rethresholded = self._rethresholded(layer)
+        return layer.unit_positions(u) if rethresholded is None else rethresholded[0].unit(u)
+
+    def _rethresholded(self, layer: Layer) -> tuple[un.UnitMasks, tuple[np.ndarray, ...]] | None:
+        """(masks, histograms) under ``SET threshold`` (computed once per rule), or None for the store's own."""
+        override = self.settings["threshold"]
+        if override is None:
+            return None
         rule = Threshold.parse(override, self.store.default_threshold())
         key = (layer.name, str(rule))
         if key not in self._unit_cache:
@@ -126,7 +139,7 @@ class Session:
                                  hint="SET threshold = 'default', or re-add the layer with its activations")
             thresholds = un.unit_thresholds(layer.activations, rule)
             masks = self.store.unit_masks_for(layer.activations, thresholds)
-            self._unit_cache[key] = un.histograms(masks, self.store.position_signatures)
+            self._unit_cache[key] = (masks, un.histograms(masks, self.store.position_signatures))
         return self._unit_cache[key]
 
     def unit_hist(self, u: int) -> torch.Tensor:

@@ -46,7 +46,6 @@ from .errors import DataError, QueryError
 from .record import find_module
 from .store import ConceptStore
 from .store import signatures as sig
-from .store import units as un
 
 Pool = str | Callable[[torch.Tensor, Any], torch.Tensor]
 POOLS = ("none", "mean", "max", "first", "last")
@@ -210,17 +209,14 @@ def gold_labels(store: ConceptStore, classes: Sequence[str]) -> np.ndarray:
 
 
 def active_pairs(session: Any) -> Callable[[int], np.ndarray]:
-    """unit -> bool [pairs]: where it fires under the session's threshold (thresholds computed once)."""
-    layer, n = session.layer(), session.store.n_positions
-    override = session.settings["threshold"]
-    if override is None:
-        def stored(unit: int) -> np.ndarray:
-            mask = np.zeros(n, dtype=bool)
-            mask[layer.unit_positions(unit)] = True
-            return mask
-        return stored
-    thresholds = un.unit_thresholds(layer.activations, un.Threshold.parse(override, session.store.default_threshold()))
-    return lambda unit: np.asarray(layer.activations[:, unit], dtype=np.float64) > thresholds[unit]
+    """unit -> bool [pairs]: where it fires under the session's threshold (one position per pair)."""
+    n = session.store.n_positions
+
+    def fires(unit: int) -> np.ndarray:
+        mask = np.zeros(n, dtype=bool)
+        mask[session.unit_positions(unit)] = True
+        return mask
+    return fires
 
 
 def accuracy_columns(session: Any, units: Sequence[int]) -> dict[int, dict[str, Any]]:
