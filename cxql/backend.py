@@ -187,11 +187,6 @@ class Backend:
         """|F| in positions."""
         return int(self.counts[mask].sum().item())
 
-    def position_mask(self, mask: torch.Tensor, start: int, stop: int) -> np.ndarray:
-        """bool [stop-start]: the formula at positions start:stop (for per-sample views)."""
-        ids = np.asarray(self.store.position_signatures[start:stop], dtype=np.int64)
-        return mask.cpu().numpy()[ids]
-
 
 def unpack_columns(packed: torch.Tensor, a: int, b: int) -> torch.Tensor:
     """uint8 [b-a, R] (0/1): signatures a..b of bit-packed masks packed [R, ceil(S/8)], signature-major."""

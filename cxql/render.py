@@ -8,7 +8,6 @@ jsonl, csv). The CLI and the shell both call :func:`render`.
 from __future__ import annotations
 
 import csv
-import io
 import json
 import math
 from typing import Any, Iterable, TextIO
@@ -77,12 +76,6 @@ def write_csv(result: Result, out: TextIO) -> None:
     writer.writeheader()
     for row in result.rows:
         writer.writerow({k: json.dumps(to_plain(v)) if isinstance(v, (list, dict)) else v for k, v in row.items()})
-
-
-def csv_text(result: Result) -> str:
-    buf = io.StringIO()
-    write_csv(result, buf)
-    return buf.getvalue()
 
 
 def formula_text(formula: str) -> Text:

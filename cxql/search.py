@@ -94,9 +94,6 @@ class _Entry:
     mask: torch.Tensor  # bool [S]
 
 
-OPS = ("or", "and", "andnot")
-
-
 def combine(f: s.Formula, c: s.Concept, op: int) -> s.Formula:
     """The candidate ``f OP c`` for op 0, 1, 2 = OR, AND, AND NOT."""
     if op == 0:

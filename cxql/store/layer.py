@@ -50,13 +50,6 @@ class Layer:
         ptr = self.arrays["mask_indptr"]
         return np.asarray(self.arrays["mask_positions"][ptr[u]:ptr[u + 1]], dtype=np.int64)
 
-    def histogram(self, u: int) -> tuple[np.ndarray, np.ndarray]:
-        """(signature ids, counts) of unit u's active positions."""
-        ptr = self.arrays["hist_indptr"]
-        a, b = int(ptr[u]), int(ptr[u + 1])
-        return (np.asarray(self.arrays["hist_sig"][a:b], dtype=np.int64),
-                np.asarray(self.arrays["hist_count"][a:b], dtype=np.int64))
-
     @cached_property
     def mask_sizes(self) -> np.ndarray:
         """int64 [U]: |M_u| for every unit."""
