@@ -160,18 +160,12 @@ def _units_add(args: argparse.Namespace) -> int:
     progress = RichProgress()
     progress.start(acts.shape[0] if acts.ndim else 0, f"thresholding {args.layer}")
     try:
-        threshold = args.threshold
-        if threshold is not None:
-            try:
-                threshold = float(threshold)
-            except ValueError:
-                pass
-        layer = store.add_units(args.layer, acts, threshold, keep_activations=not args.no_keep,
+        # Threshold.parse reads "0.5" as absolute and "quantile:0.99" as a level
+        layer = store.add_units(args.layer, acts, args.threshold, keep_activations=not args.no_keep,
                                 progress=lambda n: progress.advance(n))
     finally:
         progress.finish()
-    print(f"added layer {layer.name!r}: {layer.n_units} units, threshold {layer.threshold}, "
-          f"masks as {layer.meta['encoding']}", file=sys.stderr)
+    print(f"added {layer.describe()}", file=sys.stderr)
     return 0
 
 

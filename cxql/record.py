@@ -289,8 +289,7 @@ def _cli_record(args: argparse.Namespace) -> int:
                        transform=default_transform(store, args.image_size), progress=lambda n: bar.advance(n))
     finally:
         bar.finish()
-    print(f"added layer {layer.name!r}: {layer.n_units} units, threshold {layer.threshold}, "
-          f"masks as {layer.meta['encoding']}", file=sys.stderr)
+    print(f"added {layer.describe()}", file=sys.stderr)
     return 0
 
 

@@ -50,6 +50,11 @@ class Layer:
         ptr = self.arrays["mask_indptr"]
         return np.asarray(self.arrays["mask_positions"][ptr[u]:ptr[u + 1]], dtype=np.int64)
 
+    def describe(self) -> str:
+        """One line for people: ``layer 'conv2': 16 units, threshold quantile:0.95, masks as positions``."""
+        return (f"layer {self.name!r}: {self.n_units} units, threshold {self.threshold}, "
+                f"masks as {self.meta['encoding']}")
+
     @cached_property
     def mask_sizes(self) -> np.ndarray:
         """int64 [U]: |M_u| for every unit."""
