@@ -104,11 +104,47 @@ def image_masks(session: Session, layer: str, unit: int, formula: str, sample: i
     return unit_mask.reshape(shape), formula_mask.reshape(shape)
 
 
+IMAGES_ARRAY = "images"  # images.npy in a store: uint8 [samples, H, W] or [samples, H, W, 3], drawn under the masks
+
+
 def image_path(store: ConceptStore, sample: int) -> Path | None:
-    """The probe image of a sample, when the store came from a Broden directory and the file is there."""
+    """The probe image file of a sample: metadata ``image_root`` / the sample's name, when that file exists.
+
+    ``image_root`` may be relative: then it is read from the store's own
+    directory, so a store can carry its pictures and still be moved.
+    """
     root, names = store.metadata.get("image_root"), store.manifest.get("sample_names")
-    path = Path(root) / names[sample] if root and names else None
-    return path if path is not None and path.is_file() else None
+    if not root or not names:
+        return None
+    base = Path(root)
+    if not base.is_absolute() and store.path is not None:
+        base = Path(store.path) / base
+    path = base / str(names[sample])
+    return path if path.is_file() else None
+
+
+def sample_image(store: ConceptStore, sample: int):
+    """The picture to draw under a sample's masks (a PIL image), or None for a grey tile.
+
+    The store's own ``images`` array comes first (the demo store carries its
+    digits that way), then a file under ``image_root``.
+    """
+    from PIL import Image
+
+    pictures = store.arrays.get(IMAGES_ARRAY)
+    if pictures is not None:
+        if len(pictures) != store.n_samples or pictures.ndim not in (3, 4):
+            raise DataError(f"{IMAGES_ARRAY}.npy has shape {list(pictures.shape)}; expected "
+                            f"[{store.n_samples}, H, W] or [{store.n_samples}, H, W, 3] (one picture a sample)")
+        return Image.fromarray(np.asarray(pictures[sample], dtype=np.uint8))
+    path = image_path(store, sample)
+    if path is None:
+        return None
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")  # decoded now, while the file is open
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise DataError(f"{path}: cannot decode image ({exc})") from None
 
 
 # ------------------------------------------------------------------ drawing
@@ -189,8 +225,6 @@ def write_report(store: "ConceptStore | str | Path", layer: str, out: str | Path
 def draw_report(session: Session, layer: str, reports: list[UnitReport], out: str | Path, *, tile: int = 112,
                 progress: Callable[[int], None] | None = None) -> Path:
     """Write the PNGs, the HTML page and the JSON of computed reports; return the page's path."""
-    from PIL import Image
-
     store = session.store
     out = Path(out)
     safe = layer.replace("/", "_")
@@ -199,12 +233,7 @@ def draw_report(session: Session, layer: str, reports: list[UnitReport], out: st
         tiles = []
         for sample, _ in r.top:
             masks = image_masks(session, layer, r.unit, r.formula, sample)
-            path = image_path(store, sample)
-            if path is None:
-                tiles.append(draw_tile(None, *masks, size=tile))
-                continue
-            with Image.open(path) as image:
-                tiles.append(draw_tile(image, *masks, size=tile))
+            tiles.append(draw_tile(sample_image(store, sample), *masks, size=tile))
         strip(tiles).save(out / safe / f"unit_{r.unit:04d}.png")
         if progress:
             progress(1)

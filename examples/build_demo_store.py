@@ -9,9 +9,12 @@ must be reproducible, and the result must stay a few MB. So:
   (``load_digits``), each upsampled bilinearly to 16x16, the mask resolution,
   so that stroke shapes (holes, ends, junctions, rims) are visible.
 * **Model**: a small CNN that reads the 16x16 images (conv1 8 units at
-  16x16, conv2 16 units at 8x8, fc 32 units, each BatchNorm + ReLU), trained
-  here on CPU with a fixed seed on two thirds of the images; its accuracy
-  goes into the store's metadata.
+  16x16, conv2 16 units at 8x8, fc 32 units, each BatchNorm + ReLU; defined
+  in examples/digits_model.py), trained on CPU with a fixed seed on two
+  thirds of the images; its accuracy goes into the store's metadata. Training
+  repeats bit for bit on one machine but not across machines, so the trained
+  weights ship (examples/data/digits_cnn.npz) and the store is built from
+  them; ``--train`` trains again and overwrites them.
 * **Concepts**: what a person would point at: ``ink``/``background``, parts
   of the frame, stroke parts found with plain numpy/scipy morphology (holes,
   loops, stroke ends, junctions, horizontal and vertical strokes, the rims of
@@ -23,16 +26,21 @@ must be reproducible, and the result must stay a few MB. So:
   each conv unit's activations and the top 10 % of images for fc units (with
   0.995, an fc unit would cover 9 images). Only fc keeps its raw activations
   (conv1 and conv2 would add 22 MB), so ``SET threshold`` works on fc.
+* **Pictures**: ``images.npy`` in the store, uint8 [1797, 16, 16], the
+  digits as the model sees them (dark ink on white), which ``cxql report``
+  draws under each unit's masks.
 
-Run ``python examples/build_demo_store.py [--out DIR]`` (default
-stores/digits); it takes a few seconds and writes the same bytes each run on
-the same machine. scikit-learn and scipy are needed only here (the ``demo``
+Run ``python examples/build_demo_store.py [--out DIR] [--train]`` (default
+stores/digits); it takes a few seconds and, from the shipped weights, writes
+the same concepts, signatures and units on any machine (only the manifest's
+``versions`` record differs). scikit-learn and scipy are needed only here (the ``demo``
 extra), never by cxql at run time.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -43,7 +51,10 @@ import torch
 from scipy import ndimage
 from torch import nn
 
-import cxql
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import cxql  # noqa: E402
+from digits_model import WEIGHTS, DigitsCNN, load_model, run, save_weights  # noqa: E402
 
 SEED = 0
 MASK_SHAPE = (16, 16)
@@ -101,31 +112,6 @@ def split(n: int, test_fraction: float = TEST_FRACTION, seed: int = SEED) -> tup
 # ------------------------------------------------------------------ model
 
 
-class DigitsCNN(nn.Module):
-    """conv1 (8 @ 16x16) -> pool -> conv2 (16 @ 8x8) -> pool -> fc (32) -> 10 logits; BatchNorm + ReLU each.
-
-    BatchNorm keeps every unit alive (without it a third of fc died in
-    training, and a dead unit explains nothing).
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
-        self.conv2 = nn.Sequential(nn.Conv2d(8, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU())
-        self.fc = nn.Sequential(nn.Linear(16 * 4 * 4, 32), nn.BatchNorm1d(32), nn.ReLU())
-        self.out = nn.Linear(32, 10)
-
-    def layers(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Every recorded layer's activations (after ReLU) and the logits, for x [B, 1, 16, 16]."""
-        conv1 = self.conv1(x)
-        conv2 = self.conv2(nn.functional.max_pool2d(conv1, 2))
-        fc = self.fc(nn.functional.max_pool2d(conv2, 2).flatten(1))
-        return {"conv1": conv1, "conv2": conv2, "fc": fc, "logits": self.out(fc)}
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layers(x)["logits"]
-
-
 @contextmanager
 def deterministic(seed: int = SEED) -> Iterator[None]:
     """Seed torch and make CPU work repeat bit for bit (one thread, deterministic kernels).
@@ -158,15 +144,6 @@ def train(images: np.ndarray, targets: np.ndarray, epochs: int = EPOCHS, seed: i
                 nn.functional.cross_entropy(model(x[batch]), y[batch]).backward()
                 opt.step()
     return model.eval()
-
-
-@torch.no_grad()
-def record(model: DigitsCNN, images: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """(activations per recorded layer as float32 numpy, predicted class per image)."""
-    with deterministic():
-        out = model.eval().layers(torch.from_numpy(np.ascontiguousarray(images))[:, None])
-    logits = out.pop("logits")
-    return {name: t.numpy() for name, t in out.items()}, logits.argmax(1).numpy()
 
 
 # ------------------------------------------------------------------ concepts
@@ -367,13 +344,29 @@ def accuracy(preds: np.ndarray, targets: np.ndarray) -> float:
     return float(np.mean(preds == targets))
 
 
-def build() -> cxql.ConceptStore:
-    """Train the model, compute concepts and activations: the demo store, in memory."""
+def pictures(pixels: np.ndarray) -> np.ndarray:
+    """uint8 [N, H, W] grey pictures of the digits as a person sees them: dark ink on white (255 = paper)."""
+    return np.round(255 * (1 - np.clip(pixels, 0, 1))).astype(np.uint8)
+
+
+def file_digest(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def build(weights: Path = WEIGHTS, retrain: bool = False) -> cxql.ConceptStore:
+    """The demo store, in memory: the shipped CNN (or, with ``retrain``, a new one saved to ``weights``).
+
+    Everything but training is the same on every machine; training repeats
+    only on the same machine, which is why its result ships.
+    """
     images, targets = load_digits()
     pixels = upsample(images)
     train_idx, test_idx = split(len(images))
-    model = train(pixels[train_idx], targets[train_idx])
-    acts, preds = record(model, pixels)
+    if retrain:
+        save_weights(train(pixels[train_idx], targets[train_idx]), weights)
+    acts, preds = run(load_model(weights), pixels)
     masks, names, cats, about = concept_masks(pixels, targets, preds)
     metadata = {
         "title": "digits: scikit-learn's 1,797 handwritten 8x8 digits, upsampled to 16x16, and a small CNN",
@@ -381,18 +374,23 @@ def build() -> cxql.ConceptStore:
         "seed": SEED, "ink_level": INK_LEVEL,
         "model": "conv1 Conv2d(1,8,3,pad 1)+BN+ReLU [16x16] -> max_pool 2 -> conv2 Conv2d(8,16,3,pad 1)+BN+ReLU "
                  "[8x8] -> max_pool 2 -> fc Linear(256,32)+BN+ReLU -> Linear(32,10)",
+        "model_factory": "examples/digits_model.py:load_model",
+        "weights": {"file": "examples/data/digits_cnn.npz", "sha256": file_digest(weights)},
+        "model_input": "[batch, 1, 16, 16] float intensities in 0..1 (1 = full ink)",
         "training": {"optimizer": f"Adam lr {LEARNING_RATE:g}, batch {BATCH}", "epochs": EPOCHS,
                      "train_images": len(train_idx), "test_images": len(test_idx)},
         "accuracy": {"train": accuracy(preds[train_idx], targets[train_idx]),
                      "test": accuracy(preds[test_idx], targets[test_idx])},
         "thresholds": {name: plan.threshold for name, plan in LAYERS.items()},
         "test_samples": test_idx.tolist(),
+        "images": "images.npy: uint8 [samples, 16, 16], each digit as the model sees it, dark ink on white",
         "concepts": about,
         "versions": versions(),
     }
     store = cxql.ConceptStore.from_masks(np.stack([m.reshape(-1) for m in masks], axis=1), names, cats,
                                          sample_ids=[f"digit{i:04d}" for i in range(len(images))],
                                          mask_shape=MASK_SHAPE, metadata=metadata)
+    store.arrays["images"] = pictures(pixels)  # saved with the store; cxql report draws them
     for name, plan in LAYERS.items():
         store.add_units(name, acts[name], threshold=plan.threshold, keep_activations=plan.keep_activations)
     return store
@@ -401,9 +399,14 @@ def build() -> cxql.ConceptStore:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=REPO / "stores" / "digits", help="store directory to write")
+    parser.add_argument("--weights", type=Path, default=WEIGHTS, help=f"model weights (.npz; default {WEIGHTS})")
+    parser.add_argument("--train", action="store_true",
+                        help="train the CNN again and overwrite --weights first (the result differs across machines)")
     args = parser.parse_args(argv)
+    if not args.train and not args.weights.is_file():
+        parser.error(f"{args.weights}: no such weights file; pass --train to train the model")
     start = time.perf_counter()
-    store = build().save(args.out)
+    store = build(args.weights, retrain=args.train).save(args.out)
     meta = store.metadata
     print(f"wrote {args.out} in {time.perf_counter() - start:.1f} s: {store.n_positions:,} positions, "
           f"{store.n_samples:,} images, {len(store.concepts)} concepts, {store.n_signatures:,} signatures, "

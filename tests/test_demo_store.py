@@ -9,6 +9,8 @@ hand-drawn images whose answers can be read off the drawing.
 from __future__ import annotations
 
 import importlib.util
+import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +22,9 @@ import cxql
 from cxql.resources import demo_store_path
 from cxql.store import signatures as sig
 
-SCRIPT = Path(__file__).resolve().parent.parent / "examples" / "build_demo_store.py"
+REPO = Path(__file__).resolve().parent.parent
+SCRIPT = REPO / "examples" / "build_demo_store.py"
+README = REPO / "README.md"
 CATEGORIES = {"pixel", "region", "stroke", "edge", "label", "pred", "outcome"}
 LAYERS = {"conv1": 8, "conv2": 16, "fc": 32}
 
@@ -135,6 +139,90 @@ def test_runtime_cxql_does_not_import_build_time_packages():
     assert out.strip() == "[]"
 
 
+def readme_search_table() -> list[dict]:
+    """The rows of the README's demo table: | layer | unit | `formula` | IoU [(note)] |."""
+    text = README.read_text(encoding="utf-8")
+    section = text[text.index("## The demo store"):text.index("## A tour of the language")]
+    rows = re.findall(r"^\| (conv1|conv2|fc) \| (\d+) \| `([^`]+)` \| ([0-9.]+)(.*)\|$", section, re.M)
+    return [{"layer": layer, "unit": int(unit), "formula": formula, "iou": iou, "note": note}
+            for layer, unit, formula, iou, note in rows]
+
+
+def test_readme_search_table_is_what_the_shipped_store_answers(store):
+    """Every row of the README's table comes from ``SEARCH unit * LENGTH 3 BEAM 10`` on stores/digits."""
+    table = readme_search_table()
+    assert len(table) >= 5
+    session = cxql.connect(store)
+    answers = {}
+    for layer in LAYERS:
+        session.execute(f"SET layer = '{layer}'")
+        answers |= {(layer, r["unit"]): r for r in session.execute("SEARCH unit * LENGTH 3 BEAM 10").rows}
+    for row in table:
+        live = answers[row["layer"], row["unit"]]
+        assert (row["formula"], row["iou"]) == (live["formula"], f"{live['iou']:.3f}"), row
+        for metric, value in re.findall(r"(precision|recall) ([0-9.]+)", row["note"]):
+            assert value == f"{live[metric]:.2f}", (row, metric)
+
+
+def test_readme_store_figures_are_the_shipped_stores(store):
+    text = README.read_text(encoding="utf-8")
+    section = text[text.index("## The demo store"):text.index("## A tour of the language")]
+    figures = re.search(r"holds ([\d,]+) positions .*?(\d+)\s+concepts in ([\d,]+) signatures.*?test accuracy\s+"
+                        r"([0-9.]+)\).*?; ([0-9.]+) MB on disk", section, re.S)
+    positions, concepts, signatures, test_accuracy, megabytes = figures.groups()
+    assert int(positions.replace(",", "")) == store.n_positions
+    assert int(concepts) == len(store.concepts)
+    assert int(signatures.replace(",", "")) == store.n_signatures
+    assert test_accuracy == f"{store.metadata['accuracy']['test']:.2f}"
+    on_disk = sum(f.stat().st_size for f in Path(store.path).rglob("*") if f.is_file())
+    assert abs(float(megabytes) - on_disk / 1e6) <= 0.1  # rounded; a re-save in a newer format may shift it
+    assert "Unit 3 of conv1 answers `NONE`" in section and store.layers["conv1"].unit_positions(3).size == 0
+
+
+def test_shipped_weights_rebuild_the_shipped_store_exactly(builder, store, tmp_path):
+    """The build is reproducible: from the shipped weights it writes the shipped arrays, byte for byte.
+
+    Only the manifest's ``versions`` (of the libraries that built it) may differ.
+    """
+    rebuilt = builder.build().save(tmp_path / "digits")
+    ours = sorted(p.relative_to(rebuilt.path) for p in Path(rebuilt.path).rglob("*.npy"))
+    shipped = sorted(p.relative_to(store.path) for p in Path(store.path).rglob("*.npy"))
+    assert ours == shipped
+    for rel in ours:
+        assert (Path(rebuilt.path) / rel).read_bytes() == (Path(store.path) / rel).read_bytes(), rel
+    manifests = [json.loads((Path(s.path) / "manifest.json").read_text()) for s in (rebuilt, store)]
+    for m in manifests:
+        m["metadata"].pop("versions")
+        m.pop("version")  # the lead may re-save the store in a newer format version
+    assert manifests[0] == manifests[1]
+
+
+def test_shipped_weights_load_through_the_model_factory(store):
+    """``examples/digits_model.py:load_model`` is a factory ``cxql units record --model`` accepts."""
+    from cxql.record import load_factory
+
+    model = load_factory(str(REPO / store.metadata["model_factory"]))
+    assert not model.training
+    assert [name for name, _ in model.named_children()] == ["conv1", "conv2", "fc", "out"]
+    with torch_no_grad():
+        logits = model(__import__("torch").zeros(2, 1, 16, 16))
+    assert tuple(logits.shape) == (2, 10)
+    digest = __import__("hashlib").sha256((REPO / store.metadata["weights"]["file"]).read_bytes()).hexdigest()
+    assert digest == store.metadata["weights"]["sha256"]
+
+
+def test_store_carries_its_digit_pictures(store):
+    """``images.npy``: one uint8 16x16 picture a sample, dark ink on white, drawn by ``cxql report``."""
+    from cxql.report import sample_image
+
+    pictures = store.arrays["images"]
+    assert pictures.shape == (store.n_samples, 16, 16) and pictures.dtype == np.uint8
+    ink = per_image(store, "pixel:ink")                                  # [samples, 256]
+    flat = pictures.reshape(store.n_samples, -1)
+    assert flat[ink].max() < flat[~ink].min()                            # ink is darker than paper
+    assert np.array_equal(np.asarray(sample_image(store, 5)), pictures[5])
+
+
 # ------------------------------------------------------------------ concept functions
 
 RING = draw("""
@@ -231,6 +319,12 @@ def test_ink_and_broadcast(builder):
     assert builder.ink(images, level=0.4).tolist() == [[[False, True], [True, False]]]
     wide = builder.broadcast(np.array([True, False]), (2, 3))
     assert wide.shape == (2, 2, 3) and wide[0].all() and not wide[1].any()
+
+
+def torch_no_grad():
+    import torch
+
+    return torch.no_grad()
 
 
 def test_training_is_deterministic(builder):

@@ -100,3 +100,50 @@ def test_cli_report(recorded, tmp_path, capsys):
     assert (tmp_path / "out" / "2.html").exists()
     assert main(["report", str(recorded.path), "nope", "--out", str(tmp_path / "x")]) == 1
     assert "no layer 'nope'" in capsys.readouterr().err
+
+
+def picture_store(tmp_path, *, pictures: np.ndarray | None = None, image_root: str | None = None):
+    """A saved 2-sample store of 4x4 masks, one unit covering the first row of each sample."""
+    concepts = np.zeros((32, 1), bool)
+    concepts[::5] = True
+    metadata = {"image_root": image_root} if image_root else {}
+    store = cxql.ConceptStore.from_masks(concepts, ["dot"], ["c"], sample_ids=["a.png", "b.png"],
+                                         mask_shape=(4, 4), metadata=metadata)
+    if pictures is not None:
+        store.arrays["images"] = pictures
+    units = np.zeros((32, 1), bool)
+    units[[0, 1, 2, 3, 16, 17, 18, 19]] = True
+    store.add_unit_masks("layer", units)
+    return store.save(tmp_path / "store")
+
+
+def middle_pixel(page, unit: int = 0) -> tuple:
+    """The colour at the centre of the unit's first tile (inside no mask drawn in these stores)."""
+    with Image.open(page.parent / "layer" / f"unit_{unit:04d}.png") as img:
+        return tuple(np.asarray(img.convert("RGB"))[12, 8])
+
+
+def test_report_draws_the_pictures_a_store_carries(tmp_path):
+    """A store's images.npy is drawn under the masks: not the grey tile of a store without pictures."""
+    pictures = np.stack([np.full((4, 4), 200, np.uint8), np.full((4, 4), 40, np.uint8)])
+    page = write_report(picture_store(tmp_path, pictures=pictures), "layer", tmp_path / "rep", tile=16, top=1)
+    grey = write_report(picture_store(tmp_path / "g"), "layer", tmp_path / "grey", tile=16, top=1)
+    assert middle_pixel(grey) == (57, 57, 57)                          # 96 dimmed: no picture
+    assert middle_pixel(page) == (120, 120, 120)                       # 200 dimmed: sample a's picture
+
+
+def test_report_reads_image_files_under_a_relative_image_root(tmp_path):
+    """``image_root`` relative to the store directory: the store carries its PNGs and can move."""
+    store = picture_store(tmp_path, image_root="pictures")
+    (store.path / "pictures").mkdir()
+    for name, value in (("a.png", 250), ("b.png", 10)):
+        Image.new("RGB", (8, 8), (value, 0, 0)).save(store.path / "pictures" / name)
+    moved = store.path.rename(tmp_path / "moved")
+    page = write_report(cxql.ConceptStore.open(moved), "layer", tmp_path / "rep", tile=16, top=1)
+    assert middle_pixel(page) == (150, 0, 0)
+
+
+def test_report_refuses_pictures_of_the_wrong_shape(tmp_path):
+    store = picture_store(tmp_path, pictures=np.zeros((3, 4, 4), np.uint8))
+    with pytest.raises(cxql.CxqlError, match=r"images.npy has shape \[3, 4, 4\]"):
+        write_report(store, "layer", tmp_path / "rep", tile=16, top=1)
