@@ -23,6 +23,7 @@ the command line are printed at the end.
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import tempfile
 from pathlib import Path
@@ -46,11 +47,29 @@ def make_model() -> torch.nn.Module:
         torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(32, 10))
 
 
-def main() -> None:
+LAYER, NAME = "2", "conv2"     # the hooked module of make_model, and its name in the store
+THRESHOLD = "quantile:0.95"    # a tiny probe set: looser than the 0.995 default
+SEARCH = "SEARCH unit * LENGTH 3 BEAM 5"
+TOP = 6                        # images per unit in the report
+
+
+def shell_commands(root: Path, store: Path, report: Path) -> list[str]:
+    """The command lines that repeat this script's steps with the same settings, so the same numbers."""
+    q = shlex.quote
+    model = f"{Path(__file__).resolve()}:make_model"
+    return [f"cxql store build broden {q(str(root))} --out {q(str(store))}",
+            f"cxql units record {q(str(store))} {LAYER} --name {NAME} --model {q(model)} "
+            f"--threshold {THRESHOLD} --device cpu",
+            f"cxql -s {q(str(store))} -c {q(SEARCH)}",
+            f"cxql report {q(str(store))} {NAME} --out {q(str(report))} --top {TOP}"]
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    """Run every step and print the shell commands that repeat them; return the SEARCH rows."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", help="working directory (default: a new temporary one)")
     parser.add_argument("--images", type=int, default=48)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     work = Path(args.out or tempfile.mkdtemp(prefix="cxql-broden-demo-"))
 
     root = write_dataset(work / "broden", args.images, seg=56, with_images=True)
@@ -58,20 +77,17 @@ def main() -> None:
     print(f"store: {store.n_samples} images, {store.n_positions:,} positions, {len(store.concepts)} concepts, "
           f"{store.n_signatures:,} signatures")
 
-    layer = cxql.record(make_model(), "2", store, name="conv2", batch_size=16, device="cpu",
-                        threshold="quantile:0.95")  # a tiny probe set: looser than the 0.995 default
-    print(f"recorded layer conv2: {layer.n_units} units, threshold {layer.threshold}")
+    layer = cxql.record(make_model(), LAYER, store, name=NAME, batch_size=16, device="cpu", threshold=THRESHOLD)
+    print(f"recorded layer {NAME}: {layer.n_units} units, threshold {layer.threshold}")
 
     session = cxql.connect(store)
-    result = session.execute("SEARCH unit * LENGTH 3 BEAM 5")
+    result = session.execute(SEARCH)
     for row in sorted(result.rows, key=lambda r: -r["iou"])[:8]:
         print(f"  unit {row['unit']:2d}  IoU {row['iou']:.3f}  {row['formula']}")
-    page = write_report(store, "conv2", work / "report", top=6, session=session)
+    page = write_report(store, NAME, work / "report", top=TOP, session=session, rows=result.rows)
     print(f"\nreport: {page}")
-    print(f"\nthe same from the shell:\n  cxql store build broden {root} --out {work / 'store'}\n"
-          f"  cxql units record {work / 'store'} 2 --name conv2 --model {Path(__file__).resolve()}:make_model\n"
-          f"  cxql -s {work / 'store'} -c 'SEARCH unit * LENGTH 3 BEAM 5'\n"
-          f"  cxql report {work / 'store'} conv2 --out {work / 'report'}")
+    print("\nthe same from the shell:\n  " + "\n  ".join(shell_commands(root, work / "store", work / "report")))
+    return result.rows
 
 
 if __name__ == "__main__":
