@@ -145,13 +145,14 @@ def stream_activations(model: torch.nn.Module, module: torch.nn.Module, batches:
 
 
 def store_images(store: ConceptStore) -> list[Path]:
-    """The image files of a store built from a Broden directory, in sample order."""
+    """The image files of a store (metadata ``image_root``, relative to the store if not absolute), in sample order."""
     root = store.metadata.get("image_root")
     names = store.manifest.get("sample_names")
     if not root or not names:
         raise DataError("this store records no probe images (build it with cxql store build broden), "
                         "so pass the images to record")
-    return [Path(root) / name for name in names]
+    base = Path(root) if Path(root).is_absolute() or store.path is None else Path(store.path) / root
+    return [base / name for name in names]
 
 
 def default_transform(store: ConceptStore | None = None, size: Sequence[int] | None = None) -> Callable:

@@ -1,7 +1,7 @@
 """Write a synthetic dataset in the Broden layout, with ADE20k-like label statistics.
 
 Why: the Broden builder, the benchmark and the end-to-end example need data in
-the exact on-disk layout of NetDissect's Broden (SPEC section 5) without a
+the exact on-disk layout of NetDissect's Broden (docs/stores.md) without a
 5 GB download. What matters for store size and speed is how many *distinct
 sets of labels* pixels carry, so the generator mimics ADE20k's structure:
 

@@ -10,7 +10,7 @@ interrupted run picks up where it stopped):
    on disk, see benchmarks/broden_build.py);
 2. records the model's layer (default: torchvision's ImageNet ResNet-18,
    ``layer4``, 512 units at 7x7; the weights download once) over the store's
-   images, thresholded at the exact 0.995 quantile (SPEC section 1);
+   images, thresholded at the exact 0.995 quantile (README, *Metric*);
 3. runs ``SEARCH unit <units> LENGTH 3 BEAM 5`` (compexp's vision settings)
    and writes the rows to OUT/search.jsonl;
 4. writes the report, OUT/report/<layer>.html, to open from disk.
