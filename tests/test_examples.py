@@ -8,7 +8,9 @@ import shlex
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 import cxql
 from cxql.cli import main as cxql_main
@@ -57,3 +59,40 @@ def test_broden_end_to_end_prints_commands_that_repeat_its_numbers(tmp_path, cap
         [(r["unit"], r["formula"], r["iou"]) for r in rows]
     run_printed(commands[3])
     assert (tmp_path / "report" / f"{example.NAME}.html").is_file()
+
+
+def test_your_model_example_goes_from_arrays_and_files_to_a_report(tmp_path):
+    """examples/your_model.py: the store from arrays and from PNG files is the same, and so are the units."""
+    example = load_example("your_model")
+    out = example.main(tmp_path)
+    store, from_arrays = out["store"], out["from_arrays"]
+    assert store.n_samples == 48 and store.mask_shape == (16, 16)
+    assert np.array_equal(np.asarray(store.signature_bits), np.asarray(from_arrays.signature_bits))
+    assert np.array_equal(np.asarray(store.position_signatures), np.asarray(from_arrays.position_signatures))
+    ours, theirs = store.layers[example.NAME], from_arrays.layers[example.NAME]
+    assert np.array_equal(ours.thresholds, theirs.thresholds)
+    for unit in range(ours.n_units):
+        assert np.array_equal(ours.unit_positions(unit), theirs.unit_positions(unit)), unit
+    colours = {f"{c}" for c in example.COLORS}
+    assert any(r["formula"] in colours and r["iou"] > 0.5 for r in out["rows"])   # random filters see colour
+    assert out["page"].is_file()
+    with Image.open(out["page"].parent / example.NAME / "unit_0000.png") as strip:
+        rgb = np.asarray(strip.convert("RGB")).astype(int)
+    assert (rgb.max(axis=2) - rgb.min(axis=2)).max() > 100                     # coloured pictures, not grey tiles
+
+
+def test_your_model_command_line_records_the_same_units(tmp_path):
+    """The docstring's ``cxql units record`` on the example's store gives the units the script recorded.
+
+    Here the pictures live inside the store, found through a relative ``image_root``.
+    """
+    example = load_example("your_model")
+    store = example.main(tmp_path)["store"]
+    (tmp_path / "data" / "images").rename(store.path / "pictures")   # a store that carries its pictures:
+    store.metadata["image_root"] = "pictures"                         # image_root relative to the store
+    store.write_manifest()
+    model = f"{EXAMPLES / 'your_model.py'}:make_model"
+    assert cxql_main(["units", "record", str(store.path), example.LAYER, "--name", "again", "--model", model,
+                      "--threshold", example.THRESHOLD, "--device", "cpu"]) in (0, None)
+    store = cxql.ConceptStore.open(store.path)
+    assert np.array_equal(store.layers["again"].thresholds, store.layers[example.NAME].thresholds)

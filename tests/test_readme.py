@@ -146,3 +146,29 @@ def test_user_docs_point_to_files_that_ship(path):
     assert "SPEC" not in text
     for link in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", text):
         assert (path.parent / link).exists(), link
+
+
+def test_readme_your_model_snippet_runs_on_the_examples_data(tmp_path):
+    """The README's *Explaining your own model* code, given the data examples/your_model.py makes."""
+    import sys
+    from collections import OrderedDict
+
+    import torch
+
+    sys.path.insert(0, str(README.parent / "examples"))
+    from your_model import make_data, model_input
+
+    code = re.search(r"## Explaining your own model\n.*?```python\n(.*?)```", TEXT, re.S).group(1)
+    pictures, masks = make_data(n=12)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(OrderedDict(layer3=torch.nn.Conv2d(3, 4, 3, stride=2, padding=1)))
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        exec(compile(code, "README.md", "exec"), {"masks": masks, "pictures": pictures, "N": len(pictures),
+                                                  "model": model, "x": model_input(pictures)})
+    finally:
+        os.chdir(cwd)
+    store = cxql.ConceptStore.open(tmp_path / "my-store")
+    assert store.layers["layer3"].n_units == 4 and store.n_samples == 12
+    assert (tmp_path / "report" / "layer3.html").is_file()
