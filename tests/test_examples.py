@@ -39,7 +39,7 @@ def run_printed(command: str) -> None:
 def test_broden_end_to_end_prints_commands_that_repeat_its_numbers(tmp_path, capsys):
     """The shell commands it prints give the script's own SEARCH answers (same threshold, same model)."""
     example = load_example("broden_end_to_end")
-    rows = example.main(["--out", str(tmp_path), "--images", "24"])
+    rows = example.main(["--out", str(tmp_path), "--images", "12"])
     printed = capsys.readouterr().out
     commands = [line.strip() for line in printed.split("the same from the shell:")[1].splitlines() if line.strip()]
     assert [c.split()[1] for c in commands] == ["store", "units", "-s", "report"]
