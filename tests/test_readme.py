@@ -172,3 +172,23 @@ def test_readme_your_model_snippet_runs_on_the_examples_data(tmp_path):
     store = cxql.ConceptStore.open(tmp_path / "my-store")
     assert store.layers["layer3"].n_units == 4 and store.n_samples == 12
     assert (tmp_path / "report" / "layer3.html").is_file()
+
+
+def test_shell_docs_session_shows_what_the_demo_store_answers():
+    """docs/shell.md's recorded session: each SEARCH/EVAL row has the live formula, IoU, precision, recall."""
+    doc = (README.parent / "docs" / "shell.md").read_text(encoding="utf-8")
+    session = cxql.connect(demo_store_path())
+    checked = 0
+    for layer, block in re.findall(r"cxql> \\layer (\w+)\n(.*?)(?=cxql> \\layer|\Z)", doc, re.S):
+        session.execute(f"SET layer = '{layer}'")
+        for statement, table in re.findall(r"cxql> ((?:SEARCH|EVAL) [^\n]*(?:\n \.\.\.> [^\n]*)*)\n(unit [^\n]*\n[^\n]*)",
+                                           block):
+            query = statement.replace("\n ...> ", " ")
+            row = table.split("\n")[1]
+            [live] = session.execute(query).rows
+            assert f"  {live['formula']}  " in row, query
+            numbers = re.findall(r"[0-9][0-9.,]*", row.split(live["formula"], 1)[1])   # iou precision recall ... size
+            expected = [f"{live[k]:.4f}" for k in ("iou", "precision", "recall")]
+            assert numbers[:3] == expected and numbers[-1] == f"{live['mask_size']:,}", query
+            checked += 1
+    assert checked >= 2
