@@ -8,6 +8,7 @@ hand-drawn images whose answers can be read off the drawing.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import re
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 import cxql
 from cxql.resources import demo_store_path
@@ -204,10 +206,10 @@ def test_shipped_weights_load_through_the_model_factory(store):
     model = load_factory(str(REPO / store.metadata["model_factory"]))
     assert not model.training
     assert [name for name, _ in model.named_children()] == ["conv1", "conv2", "fc", "out"]
-    with torch_no_grad():
-        logits = model(__import__("torch").zeros(2, 1, 16, 16))
+    with torch.no_grad():
+        logits = model(torch.zeros(2, 1, 16, 16))
     assert tuple(logits.shape) == (2, 10)
-    digest = __import__("hashlib").sha256((REPO / store.metadata["weights"]["file"]).read_bytes()).hexdigest()
+    digest = hashlib.sha256((REPO / store.metadata["weights"]["file"]).read_bytes()).hexdigest()
     assert digest == store.metadata["weights"]["sha256"]
 
 
@@ -319,12 +321,6 @@ def test_ink_and_broadcast(builder):
     assert builder.ink(images, level=0.4).tolist() == [[[False, True], [True, False]]]
     wide = builder.broadcast(np.array([True, False]), (2, 3))
     assert wide.shape == (2, 2, 3) and wide[0].all() and not wide[1].any()
-
-
-def torch_no_grad():
-    import torch
-
-    return torch.no_grad()
 
 
 def test_training_is_deterministic(builder):
