@@ -199,6 +199,26 @@ def test_shipped_weights_rebuild_the_shipped_store_exactly(builder, store, tmp_p
     assert manifests[0] == manifests[1]
 
 
+def test_build_without_weights_says_how_to_train(builder, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        builder.main(["--out", str(tmp_path / "digits"), "--weights", str(tmp_path / "none.npz")])
+    assert exit_.value.code == 2
+    assert "none.npz: no such weights file; pass --train" in capsys.readouterr().err
+    assert not (tmp_path / "digits").exists()
+
+
+def test_weights_round_trip_through_npz(builder, tmp_path):
+    """save_weights writes a plain .npz (no pickle) that load_model reads back exactly."""
+    torch.manual_seed(1)
+    model = builder.DigitsCNN()
+    builder.save_weights(model, tmp_path / "w.npz")
+    again = builder.load_model(tmp_path / "w.npz")
+    for (name, a), b in zip(model.state_dict().items(), again.state_dict().values()):
+        assert torch.equal(a, b), name
+    with np.load(tmp_path / "w.npz", allow_pickle=False) as data:
+        assert sorted(data.files) == sorted(model.state_dict())
+
+
 def test_shipped_weights_load_through_the_model_factory(store):
     """``examples/digits_model.py:load_model`` is a factory ``cxql units record --model`` accepts."""
     from cxql.record import load_factory
