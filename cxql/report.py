@@ -133,10 +133,11 @@ def sample_image(store: ConceptStore, sample: int):
 
     pictures = store.arrays.get(IMAGES_ARRAY)
     if pictures is not None:
-        if len(pictures) != store.n_samples or pictures.ndim not in (3, 4):
-            raise DataError(f"{IMAGES_ARRAY}.npy has shape {list(pictures.shape)}; expected "
+        grey_or_rgb = pictures.ndim == 3 or (pictures.ndim == 4 and pictures.shape[-1] in (3, 4))
+        if len(pictures) != store.n_samples or not grey_or_rgb or pictures.dtype != np.uint8:
+            raise DataError(f"{IMAGES_ARRAY}.npy is {pictures.dtype} {list(pictures.shape)}; expected uint8 "
                             f"[{store.n_samples}, H, W] or [{store.n_samples}, H, W, 3] (one picture a sample)")
-        return Image.fromarray(np.asarray(pictures[sample], dtype=np.uint8))
+        return Image.fromarray(np.asarray(pictures[sample]))
     path = image_path(store, sample)
     if path is None:
         return None

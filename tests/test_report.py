@@ -143,7 +143,17 @@ def test_report_reads_image_files_under_a_relative_image_root(tmp_path):
     assert middle_pixel(page) == (150, 0, 0)
 
 
-def test_report_refuses_pictures_of_the_wrong_shape(tmp_path):
-    store = picture_store(tmp_path, pictures=np.zeros((3, 4, 4), np.uint8))
-    with pytest.raises(cxql.CxqlError, match=r"images.npy has shape \[3, 4, 4\]"):
+@pytest.mark.parametrize("pictures", [np.zeros((3, 4, 4), np.uint8), np.zeros((2, 4, 4, 2), np.uint8),
+                                      np.zeros((2, 4, 4), np.float32)], ids=["samples", "channels", "dtype"])
+def test_report_refuses_pictures_it_cannot_draw(tmp_path, pictures):
+    store = picture_store(tmp_path, pictures=pictures)
+    expected = f"images.npy is {pictures.dtype} {list(pictures.shape)}; expected uint8 [2, H, W]"
+    with pytest.raises(cxql.CxqlError, match=re.escape(expected)):
         write_report(store, "layer", tmp_path / "rep", tile=16, top=1)
+
+
+def test_report_draws_rgb_pictures(tmp_path):
+    pictures = np.zeros((2, 4, 4, 3), np.uint8)
+    pictures[0, ..., 1] = 200
+    page = write_report(picture_store(tmp_path, pictures=pictures), "layer", tmp_path / "rep", tile=16, top=1)
+    assert middle_pixel(page) == (0, 120, 0)
