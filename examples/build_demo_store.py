@@ -130,7 +130,7 @@ def deterministic(seed: int = SEED) -> Iterator[None]:
 
 
 def train(images: np.ndarray, targets: np.ndarray, epochs: int = EPOCHS, seed: int = SEED) -> DigitsCNN:
-    """Train a DigitsCNN with Adam on images [n, 16, 16]; seeded, so the same every run."""
+    """Train a DigitsCNN with Adam on images [n, 16, 16]; seeded: the same every run on one machine."""
     with deterministic(seed):
         model = DigitsCNN()
         opt = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)
