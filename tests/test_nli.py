@@ -300,3 +300,12 @@ def test_min_active_skips_rare_units_for_star_with_a_note(pairs_file) -> None:
     assert len(session.execute("SEARCH unit * LENGTH 1").rows) == 3
     with pytest.raises(cxql.CxqlError, match="at least 0"):
         session.execute("SET min_active = -1")
+
+
+def test_a_deeply_nested_line_is_a_bad_line_not_a_crash(tmp_path) -> None:
+    path = tmp_path / "deep.jsonl"
+    path.write_text(json.dumps(PAIRS[0]) + "\n" + "[" * 100_000 + "]" * 100_000 + "\n", encoding="utf-8")
+    with pytest.raises(DataError, match=":2: JSON nested too deeply"):
+        nli.read_pairs(path)
+    pairs, skipped = nli.read_pairs(path, skip_bad=True, on_warning=lambda message: None)
+    assert len(pairs) == 1 and skipped == [2]

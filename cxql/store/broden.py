@@ -26,6 +26,7 @@ import csv
 import re
 import sys
 import time
+import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -167,21 +168,30 @@ def resize_nearest(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 
 def decode_png(path: Path, expect: tuple[int, int], where: str) -> np.ndarray:
-    """int32 [h, w] label numbers R + 256 * G of a segmentation PNG."""
+    """int32 [h, w] label numbers R + 256 * G of a segmentation PNG.
+
+    The header's size is checked before any pixel is decoded, so a PNG that
+    claims gigapixels (a decompression bomb) is refused without allocating
+    them; PIL's own size warning is moot then, and past twice its limit PIL
+    refuses the file itself.
+    """
     from PIL import Image
     try:
-        with Image.open(path) as img:
-            img.load()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(path)
+        with img:
+            if (img.height, img.width) != tuple(expect):
+                raise DataError(f"{path} ({where}): PNG is {img.height}x{img.width}, "
+                                f"index.csv says sh x sw = {expect[0]}x{expect[1]}")
             if img.mode not in ("RGB", "RGBA", "P"):
                 raise DataError(f"{path} ({where}): expected an RGB segmentation PNG, got mode {img.mode}")
+            img.load()
             rgb = np.asarray(img.convert("RGB"), dtype=np.int32)
     except FileNotFoundError:
         raise DataError(f"{path} ({where}): missing segmentation PNG") from None
-    except (OSError, ValueError, SyntaxError) as exc:
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise DataError(f"{path} ({where}): cannot decode PNG ({exc})") from None
-    if rgb.shape[:2] != tuple(expect):
-        raise DataError(f"{path} ({where}): PNG is {rgb.shape[0]}x{rgb.shape[1]}, "
-                        f"index.csv says sh x sw = {expect[0]}x{expect[1]}")
     return rgb[:, :, 0] + 256 * rgb[:, :, 1]
 
 
@@ -371,7 +381,9 @@ def _add_parser(kinds: argparse._SubParsersAction) -> None:
 
 def _cli_build(args: argparse.Namespace) -> int:
     from ..cli import RichProgress
+    from .validate_input import check_out_path, os_errors
 
+    check_out_path(args.out)
     ds = open_broden(args.broden_dir, args.categories, args.prefix, args.split, args.limit)
     bar, started, done = RichProgress(), time.monotonic(), [0]
 
@@ -381,7 +393,8 @@ def _cli_build(args: argparse.Namespace) -> int:
 
     bar.start(len(ds.rows), "building store")
     try:
-        store = build_broden(ds, args.out, resolution=args.resolution, progress=tick)
+        with os_errors(args.out):
+            store = build_broden(ds, args.out, resolution=args.resolution, progress=tick)
     finally:
         bar.finish()
     elapsed = time.monotonic() - started
