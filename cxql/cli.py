@@ -142,8 +142,8 @@ STORE_BUILDERS: dict[str, Callable[[argparse._SubParsersAction], None]] = {}
 def _units_add(args: argparse.Namespace) -> int:
     store = ConceptStore.open(args.store)
     check_new_layer(store.layers, args.layer, args.replace)
-    threshold = Threshold.parse(args.threshold, store.default_threshold())  # "0.5" or "quantile:0.99", checked
-                                                                            # before a big file is read
+    # "0.5" is absolute, "quantile:0.99" a level; checked before a big file is read
+    threshold = Threshold.parse(args.threshold, store.default_threshold())
     acts = load_activations(args.activations)
     check_activations(acts, store.n_samples, args.activations)
     progress = RichProgress()

@@ -315,3 +315,11 @@ def test_distinct_tuples_and_resize_are_exact():
     img = np.arange(12 * 9).reshape(12, 9)
     out = br.resize_nearest(img, (5, 4))
     assert out.tolist() == [[img[int((i + .5) * 12 / 5), int((j + .5) * 9 / 4)] for j in range(4)] for i in range(5)]
+
+
+def test_two_labels_with_one_name_in_one_category_are_refused(tmp_path) -> None:
+    """Repeated names are never merged: label.csv is named (issue 10 H; this builder refused them already)."""
+    labels = [*LABELS[:-1], (11, "sky", "object(1)")]   # label 11 named like label 3, both objects
+    images = [{"name": "a", "size": (4, 4), "object": [np.array([[3, 11] * 2] * 4)]}]
+    with pytest.raises(DataError, match="label.csv: two labels are named 'sky' in category object"):
+        br.build_broden(write_broden(tmp_path / "d", images, labels), tmp_path / "s")

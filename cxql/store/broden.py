@@ -13,7 +13,8 @@ the union of its pixels over the selected categories; scene/texture labels
 (numbers instead of PNG paths in index.csv) cover the whole image. A label's
 category is the one, among those it was seen in, that label.csv counts most
 (ties: column order). Names lose Broden's suffix (``blue-c`` in color becomes
-``color:blue``) unless that clashes. Labels that never occur are dropped; the
+``color:blue``) unless that clashes; two labels that still share a name in
+one category are refused (label.csv is named), never merged. Labels that never occur are dropped; the
 rest keep label-number order and record positions (``count``) and images
 (``images``). Segmentations are resized to the mask resolution by nearest
 neighbour at pixel centres.

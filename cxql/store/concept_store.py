@@ -75,7 +75,10 @@ class ConceptStore:
     def from_masks(cls, masks: np.ndarray, names: Sequence[str], categories: Sequence[str] | None = None,
                    sample_ids: Sequence[Any] | None = None, *, mask_shape: Sequence[int] | None = None,
                    kind: str = "vision", metadata: Mapping[str, Any] | None = None) -> "ConceptStore":
-        """An in-memory store from dense bool masks [N, K].
+        """An in-memory store from dense bool (or 0/1 integer) masks [N, K].
+
+        Names must be unique within their category (qualified names
+        ``category:name`` must differ), or a DataError lists the repeats.
 
         ``sample_ids`` gives each position's sample (length N; each sample's
         positions contiguous) or, with ``mask_shape``, a name per sample. With
