@@ -220,3 +220,17 @@ def test_big_layers_are_processed_in_bounded_blocks() -> None:
     want = expected_masks(acts, (8, 8), level=None)
     for u in range(3):
         np.testing.assert_array_equal(masks.unit(u), np.flatnonzero(want[:, u]))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_kept_activations_rethreshold_to_the_layers_own_masks(dtype) -> None:
+    """SET threshold works on the kept activations: at the layer's thresholds they give its masks, ties and all."""
+    t = float(np.float64(np.float32(1.0)) + 2.0 ** -23 - 2.0 ** -50)
+    values = np.array([np.nextafter(t, -np.inf), t, np.nextafter(t, np.inf), 0.0, 2.0])
+    acts = np.random.default_rng(8).choice(values, size=(10, 3, 2, 2)).astype(dtype)
+    store = store_with_images(10, shape=(2, 2))
+    layer = store.add_units("l", acts, threshold=t)
+    assert layer.activations.dtype == dtype
+    again = store.unit_masks_for(layer.activations, layer.thresholds)
+    for u in range(3):
+        np.testing.assert_array_equal(again.unit(u), layer.unit_positions(u))

@@ -247,7 +247,7 @@ class ConceptStore:
         if thresholds is not None:
             arrays["thresholds"] = thresholds
         if activations is not None:
-            arrays["activations"] = np.asarray(activations, dtype=np.float32)
+            arrays["activations"] = np.asarray(activations, dtype=un.compare_dtype(activations.dtype))
         meta = {"units": masks.n_units, "encoding": encoding, "threshold": rule.to_json(),
                 "activations": activations is not None}
         layer = Layer(name, meta, arrays, self.n_positions)
