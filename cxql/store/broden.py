@@ -95,11 +95,26 @@ def _read_csv(path: Path, required: Sequence[str]) -> tuple[list[str], list[tupl
     return header, rows
 
 
-def _int(value: str, path: Path, line: int, column: str) -> int:
+MAX_LABEL = (1 << 16) - 1  # segmentation PNGs encode a label as R + 256 * G
+
+
+def _int(value: str, path: Path, line: int, column: str, most: int | None = None) -> int:
+    text = value.strip()
     try:
-        return int(value.strip())
+        if len(text) > 18:  # past int64, and past Python's limit on digits at some length
+            raise ValueError
+        number = int(text)
     except ValueError:
-        raise DataError(f"{path}, row {line}: column {column} must be an integer, got {value!r}") from None
+        shown = repr(text if len(text) <= 40 else text[:40] + "...")
+        raise DataError(f"{path}, row {line}: column {column} must be an integer, got {shown}") from None
+    if most is not None and not 0 <= number <= most:
+        raise DataError(f"{path}, row {line}: column {column}: {number} is out of range 0..{most}")
+    return number
+
+
+def _label_number(value: str, path: Path, line: int, column: str) -> int:
+    """An image-level label number of an index.csv cell (label numbers are 0..65535, as in the PNGs)."""
+    return _int(value, path, line, column, MAX_LABEL)
 
 
 def read_labels(directory: Path) -> dict[int, Label]:
@@ -108,15 +123,15 @@ def read_labels(directory: Path) -> dict[int, Label]:
     _, rows = _read_csv(path, ("number", "name", "category"))
     labels: dict[int, Label] = {}
     for line, row in rows:
-        number = _int(row["number"], path, line, "number")
-        if number < 0 or number in labels:
-            raise DataError(f"{path}, row {line}: label number {number} is negative or appears twice")
+        number = _int(row["number"], path, line, "number", MAX_LABEL)
+        if number in labels:
+            raise DataError(f"{path}, row {line}: label number {number} appears twice")
         counts = {}
         for part in filter(None, (p.strip() for p in row["category"].split(";"))):
             match = _CATEGORY_COUNT.match(part)
             if not match:
                 raise DataError(f"{path}, row {line}: category {part!r} is not of the form name(count)")
-            counts[match.group(1)] = int(match.group(2))
+            counts[match.group(1)] = _int(match.group(2), path, line, "category")
         if number:
             labels[number] = Label(row["name"].strip(), counts)
     return labels
@@ -145,7 +160,8 @@ def read_index(directory: Path, categories: Sequence[str] | None = None, prefixe
         size = (_int(row["ih"], path, line, "ih"), _int(row["iw"], path, line, "iw")) if has_size else None
         if min(seg) <= 0:
             raise DataError(f"{path}, row {line}: segmentation size {seg} must be positive")
-        cells = {c: tuple(int(v) if v.isdigit() else v for v in map(str.strip, row[c].split(";")) if v)
+        cells = {c: tuple(_label_number(v, path, line, c) if v.isdigit() else v
+                          for v in map(str.strip, row[c].split(";")) if v)
                  for c in present}  # label numbers (image-level) or PNG paths
         out.append(IndexRow(line, image, size, seg, cells))
         if limit is not None and len(out) >= limit:

@@ -116,6 +116,8 @@ def _parse_line(raw: bytes, number: int) -> tuple[Pair | None, str | None]:
         return None, f"not JSON ({exc.msg} at column {exc.colno})"
     except RecursionError:  # a pair is a flat object; thousands of nested brackets are not one
         return None, "JSON nested too deeply to be a sentence pair"
+    except ValueError as exc:  # e.g. an integer of thousands of digits
+        return None, f"not usable JSON ({str(exc).split(':')[0]})"
     if not isinstance(obj, dict):
         return None, f"expected a JSON object, got {type(obj).__name__}"
     sentences = []
