@@ -234,3 +234,28 @@ def test_kept_activations_rethreshold_to_the_layers_own_masks(dtype) -> None:
     again = store.unit_masks_for(layer.activations, layer.thresholds)
     for u in range(3):
         np.testing.assert_array_equal(again.unit(u), layer.unit_positions(u))
+
+
+@pytest.mark.parametrize("convert", [
+    lambda a: torch.from_numpy(a),
+    lambda a: torch.from_numpy(a).bfloat16(),     # numpy has no bfloat16: widened to float32 exactly
+    lambda a: torch.from_numpy(a).requires_grad_(),
+    lambda a: a.tolist(),
+])
+def test_tensors_and_nested_lists_give_the_masks_of_their_array(convert) -> None:
+    acts = np.random.default_rng(9).normal(size=(10, 3, 4, 4)).astype(np.float32)
+    acts = torch.from_numpy(acts).bfloat16().float().numpy()   # values every form holds exactly
+    store = store_with_images(10)
+    want = store.add_units("array", acts, threshold=0.25)
+    got = store.add_units("other", convert(acts), threshold=0.25)
+    for u in range(3):
+        np.testing.assert_array_equal(got.unit_positions(u), want.unit_positions(u))
+
+
+@pytest.mark.parametrize("acts, message", [
+    (torch.zeros(10, 2).to_sparse(), "sparse_coo tensor; pass it dense"),
+    ([[1.0, 2.0]] * 9 + [[1.0]], "not an array of activations"),
+])
+def test_sparse_tensors_and_ragged_lists_are_refused(acts, message) -> None:
+    with pytest.raises(DataError, match=message):
+        store_with_images(10).add_units("l", acts)

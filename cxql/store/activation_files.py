@@ -5,8 +5,8 @@ The file's first bytes decide how it is read, not its name: ``.PT``,
 is called what it is instead of getting numpy's advice about pickles.
 Nothing is ever unpickled: ``.npy`` is read with ``allow_pickle=False`` and
 ``.pt`` with ``weights_only=True``, and a file that holds other objects is
-refused with one error naming it. Tensors in bfloat16 or float16 become
-float32 (exactly); sparse, quantized and complex ones are refused. Big
+refused with one error naming it. Tensors in bfloat16 become float32
+(exactly); sparse, quantized and complex ones are refused. Big
 ``.npy`` and zip-format ``.pt`` files are memory-mapped, not read.
 """
 
@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError
+from .units import as_array
 
 NPY_MAGIC = b"\x93NUMPY"
 ZIP_MAGIC = b"PK\x03\x04"
@@ -74,7 +75,7 @@ def _torch_load(path: Path, mmap: bool) -> Any:
 
 
 def _tensor_to_array(value: Any, path: str | Path) -> np.ndarray:
-    """A loaded tensor as a numpy array; bfloat16/float16 widened to float32, which holds them exactly."""
+    """A loaded tensor as a numpy array (bfloat16 widened to float32, which holds it exactly)."""
     import torch
 
     if isinstance(value, np.ndarray):
@@ -87,9 +88,7 @@ def _tensor_to_array(value: Any, path: str | Path) -> np.ndarray:
     if value.is_quantized or value.is_complex():
         raise DataError(f"{path}: holds a tensor of dtype {str(value.dtype).replace('torch.', '')}; "
                         "activations must be real numbers")
-    if value.dtype in (torch.bfloat16, torch.float16):
-        value = value.float()
-    return value.detach().numpy()
+    return as_array(value, str(path))
 
 
 def _first_line(exc: BaseException) -> str:

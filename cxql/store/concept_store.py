@@ -202,6 +202,7 @@ class ConceptStore:
         ``on_warning`` (default :func:`warnings.warn`) hears when every unit is empty.
         """
         vi.check_new_layer(self.layers, layer, replace)
+        activations = un.as_array(activations)
         un.check_activations(activations, self.n_samples)
         if "samples" in self.arrays and activations.ndim == 4:
             raise DataError("spatial activations need a store whose samples all have the mask shape")

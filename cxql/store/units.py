@@ -18,13 +18,16 @@ histogram over signature ids (``hist``), which is all IoU ever needs:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterator
+import sys
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import numpy as np
-import torch
 
 from ..errors import DataError
 from .ids import SampleLocalIds
+
+if TYPE_CHECKING:
+    import torch
 
 DEFAULT_TOP_FRACTION = 0.005
 
@@ -77,6 +80,27 @@ def _finite(value: float, spec: object) -> float:
     if not np.isfinite(value):
         raise DataError(f"threshold must be a finite number, got {spec!r}")
     return value
+
+
+def as_array(acts: "np.ndarray | torch.Tensor | Sequence", source: str = "activations") -> np.ndarray:
+    """Activations as a numpy array: arrays (and memory maps) as they are, torch tensors converted.
+
+    numpy has no bfloat16, so such tensors widen to float32, which holds them
+    exactly; sparse tensors are refused rather than densified behind the user's back.
+    """
+    if isinstance(acts, np.ndarray):
+        return acts
+    torch = sys.modules.get("torch")  # without torch loaded, nothing is a tensor (and cxql need not load it)
+    if torch is not None and isinstance(acts, torch.Tensor):
+        if acts.layout != torch.strided:
+            raise DataError(f"{source}: a {str(acts.layout).replace('torch.', '')} tensor; "
+                            "pass it dense (tensor.to_dense())")
+        acts = acts.detach().cpu()
+        return (acts.float() if acts.dtype == torch.bfloat16 else acts).numpy()
+    try:
+        return np.asarray(acts)
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"{source}: not an array of activations ({exc})") from None
 
 
 def check_activations(acts: np.ndarray, n_samples: int, source: str = "activations") -> None:
@@ -216,6 +240,8 @@ def active_positions(acts: np.ndarray, thresholds: np.ndarray, mask_shape: tuple
 def _upsampled(block: np.ndarray, unit: np.ndarray, sample: np.ndarray, start: int, t: np.ndarray,
                mask_shape: tuple[int, ...] | None, block_bytes: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Active (unit, position) pairs of the given (sample, unit) maps, upsampled in batches."""
+    import torch  # bilinear upsampling as compexp does it; loaded only when a layer is spatial
+
     if not mask_shape or len(mask_shape) != 2:
         raise DataError("spatial activations [samples, units, h, w] need a store with a 2-D mask shape")
     per_sample = mask_shape[0] * mask_shape[1]
