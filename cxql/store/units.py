@@ -109,7 +109,7 @@ def check_activations(acts: np.ndarray, n_samples: int, source: str = "activatio
     if dtype is None or not hasattr(acts, "shape"):
         raise DataError(f"{source}: expected an array of activations, got {type(acts).__name__}")
     if dtype.kind not in "iuf":
-        what = {"b": "bool (masks? use add_unit_masks)", "M": "dates", "m": "time spans", "U": "text",
+        what = {"b": "masks? attach those with add_unit_masks", "M": "dates", "m": "time spans", "U": "text",
                 "S": "bytes", "O": "Python objects", "c": "complex numbers", "V": "records"}.get(dtype.kind, "")
         raise DataError(f"{source}: activations must be integer or float numbers, got dtype {dtype}"
                         + (f" ({what})" if what else ""))
