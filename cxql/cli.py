@@ -18,14 +18,14 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import numpy as np
-
 from .engine import Session, connect
 from .errors import CxqlError, DataError, UsageError
 from .render import FORMATS, render
 from .resources import demo_store_path
-from .store import ConceptStore
+from .store import ConceptStore, Threshold
+from .store.activation_files import load_activations
 from .store.units import check_activations
+from .store.validate_input import check_new_layer, describe_os_error
 
 #: Subcommand groups: name -> function adding its parser(s) to the subparsers.
 #: Each sets ``func`` (args -> exit code) on the parsers it adds.
@@ -111,6 +111,7 @@ def _units_parsers(sub: argparse._SubParsersAction) -> None:
     add.add_argument("activations")
     add.add_argument("--threshold", help="absolute value, or quantile:LEVEL (default: the store kind's)")
     add.add_argument("--no-keep", action="store_true", help="do not keep raw activations (SET threshold off)")
+    add.add_argument("--replace", action="store_true", help="replace the layer if the store has one of that name")
     add.set_defaults(func=_units_add)
     for add_action in UNITS_ACTIONS.values():
         add_action(usub)
@@ -138,31 +139,22 @@ def _store_parsers(sub: argparse._SubParsersAction) -> None:
 STORE_BUILDERS: dict[str, Callable[[argparse._SubParsersAction], None]] = {}
 
 
-def load_activations(path: str) -> np.ndarray:
-    """A .npy (memory-mapped) or .pt activation array, with clear errors."""
-    p = Path(path)
-    if not p.exists():
-        raise DataError(f"{path}: no such file")
-    try:
-        if p.suffix == ".pt":
-            import torch
-            value = torch.load(p, map_location="cpu", weights_only=True, mmap=True)
-            return value.numpy() if hasattr(value, "numpy") else np.asarray(value)
-        return np.load(p, mmap_mode="r", allow_pickle=False)
-    except (ValueError, OSError, RuntimeError) as exc:
-        raise DataError(f"{path}: cannot read activations ({exc})") from None
-
-
 def _units_add(args: argparse.Namespace) -> int:
     store = ConceptStore.open(args.store)
+    check_new_layer(store.layers, args.layer, args.replace)
+    # "0.5" is absolute, "quantile:0.99" a level; checked before a big file is read
+    threshold = Threshold.parse(args.threshold, store.default_threshold())
     acts = load_activations(args.activations)
     check_activations(acts, store.n_samples, args.activations)
     progress = RichProgress()
     progress.start(acts.shape[0] if acts.ndim else 0, f"thresholding {args.layer}")
     try:
-        # Threshold.parse reads "0.5" as absolute and "quantile:0.99" as a level
-        layer = store.add_units(args.layer, acts, args.threshold, keep_activations=not args.no_keep,
-                                progress=lambda n: progress.advance(n))
+        layer = store.add_units(args.layer, acts, threshold, keep_activations=not args.no_keep,
+                                progress=lambda n: progress.advance(n), replace=args.replace,
+                                on_warning=warn)
+    except DataError as exc:  # bad values (NaN, inf): say which file they are in
+        exc.message = f"{args.activations}: {exc.message}"
+        raise
     finally:
         progress.finish()
     print(f"added {layer.describe()}", file=sys.stderr)
@@ -173,6 +165,11 @@ def _store_info(args: argparse.Namespace) -> int:
     session = connect(args.store)
     render([session.execute("SHOW store")], args.format, sys.stdout)
     return 0
+
+
+def warn(message: str) -> None:
+    """A warning for people, on stderr."""
+    print(f"warning: {message}", file=sys.stderr)
 
 
 # ---------------------------------------------------------------- main
@@ -218,8 +215,8 @@ def run_queries(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    _load_extensions()
     try:
+        _load_extensions()
         if argv and argv[0] in SUBCOMMANDS:
             args = _parse(_tools_parser(), argv)
             return args.func(args)
@@ -235,6 +232,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as exc:  # a path the system refused (no such directory, not a directory, read-only)
+        if not exc.filename:
+            raise
+        print(f"error: {describe_os_error(exc)}", file=sys.stderr)
+        return 1
 
 
 class _ParseExit(Exception):

@@ -39,6 +39,7 @@ import torch
 from .errors import DataError, UsageError, did_you_mean
 from .store import ConceptStore, Layer
 from .store import units as un
+from .store.validate_input import check_new_layer
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -54,15 +55,18 @@ def record(model: torch.nn.Module, layer: str,
            name: str | None = None, batch_size: int = 32, device: str | None = None,
            threshold: "float | str | un.Threshold | None" = None, out: str | os.PathLike | None = None,
            transform: Callable | None = None, keep_activations: bool = True,
-           progress: Callable[[int], None] | None = None) -> "Layer | np.ndarray":
+           progress: Callable[[int], None] | None = None, replace: bool = False,
+           on_warning: Callable[[str], None] | None = None) -> "Layer | np.ndarray":
     """Record ``model``'s module ``layer`` over ``images``; attach it to ``store`` when there is one.
 
     ``images`` is a store (its Broden images; it is also the store attached
     to), an array or tensor [n, 3, H, W], or an iterable of batches. Returns
     the attached :class:`Layer`, or without a store the memory-mapped
     activations (kept at ``out`` if given). ``name`` is the layer's name in
-    the store (default: ``layer``); ``progress`` is called with each batch's
-    size.
+    the store (default: ``layer``), and an existing layer of that name is
+    replaced only with ``replace=True`` (checked before the model runs);
+    ``progress`` is called with each batch's size; ``on_warning`` as in
+    :meth:`ConceptStore.add_units`.
     """
     if isinstance(images, ConceptStore):
         store = store or images
@@ -70,6 +74,8 @@ def record(model: torch.nn.Module, layer: str,
         n, batches = len(paths), image_batches(paths, batch_size, transform or default_transform(images))
     else:
         n, batches = _count(images), tensor_batches(images, batch_size)
+    if store is not None:
+        check_new_layer(store.layers, name or layer, replace)
     if store is not None and n != store.n_samples:
         raise DataError(f"{n} images but the store has {store.n_samples} samples; "
                         "images must be the store's samples, in its order")
@@ -79,7 +85,8 @@ def record(model: torch.nn.Module, layer: str,
                                   device or ("cuda" if torch.cuda.is_available() else "cpu"), progress)
         if store is None:
             return acts
-        return store.add_units(name or layer, acts, threshold, keep_activations=keep_activations)
+        return store.add_units(name or layer, acts, threshold, keep_activations=keep_activations,
+                               replace=replace, on_warning=on_warning)
     finally:
         if temporary:
             target.unlink(missing_ok=True)  # a mapping made from it stays valid (POSIX)
@@ -272,13 +279,14 @@ def _register() -> None:
                        help="resize images to H W (default: the store's recorded image size)")
         p.add_argument("--save", metavar="ACTS.npy", help="also keep the raw activations in this file")
         p.add_argument("--no-keep", action="store_true", help="do not keep raw activations in the store")
+        p.add_argument("--replace", action="store_true", help="replace the layer if the store has one of that name")
         p.set_defaults(func=_cli_record)
 
     UNITS_ACTIONS["record"] = add
 
 
 def _cli_record(args: argparse.Namespace) -> int:
-    from .cli import RichProgress
+    from .cli import RichProgress, warn
 
     store = ConceptStore.open(args.store)
     model = load_factory(args.model)
@@ -287,7 +295,8 @@ def _cli_record(args: argparse.Namespace) -> int:
     try:
         layer = record(model, args.layer, store, name=args.name, batch_size=args.batch_size, device=args.device,
                        threshold=args.threshold, out=args.save, keep_activations=not args.no_keep,
-                       transform=default_transform(store, args.image_size), progress=lambda n: bar.advance(n))
+                       transform=default_transform(store, args.image_size), progress=lambda n: bar.advance(n),
+                       replace=args.replace, on_warning=warn)
     finally:
         bar.finish()
     print(f"added {layer.describe()}", file=sys.stderr)

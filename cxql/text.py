@@ -147,12 +147,36 @@ def load_vectors(path: str | Path, fmt: str = "auto") -> Any:
     if not path.is_file():
         raise DataError(f"{path}: no such word-vectors file")
     fmt = detect_format(path) if fmt == "auto" else fmt
+    _check_vector_header(path, fmt)
     try:
-        return KeyedVectors.load_word2vec_format(str(path), binary=fmt == "word2vec-binary",
-                                                 no_header=fmt == "glove", unicode_errors="strict")
+        kv = KeyedVectors.load_word2vec_format(str(path), binary=fmt == "word2vec-binary",
+                                               no_header=fmt == "glove", unicode_errors="strict")
     except (ValueError, UnicodeDecodeError, EOFError, OSError) as exc:
         raise DataError(f"{path}: not a {fmt} word-vectors file ({exc})",
                         hint="name the format with --vectors-format glove|word2vec|word2vec-binary") from None
+    bad = np.flatnonzero(~np.isfinite(kv.vectors).all(axis=1))
+    if len(bad):
+        raise DataError(f"{path}: the vector of {kv.index_to_key[int(bad[0])]!r} holds NaN or inf "
+                        f"({len(bad)} word(s) in all)")
+    return kv
+
+
+def _check_vector_header(path: Path, fmt: str) -> None:
+    """Refuse an empty file, and a word2vec header promising more than the file holds (gensim would allocate it)."""
+    size = path.stat().st_size
+    if size == 0:
+        raise DataError(f"{path}: empty word-vectors file")
+    if fmt == "glove":
+        return
+    with open(path, "rb") as fh:
+        header = fh.readline().split()
+    if len(header) != 2 or not all(p.isdigit() and len(p) < 19 for p in header):
+        raise DataError(f"{path}: a {fmt} file starts with 'COUNT DIM', got {b' '.join(header)[:60]!r}")
+    count, dim = map(int, header)
+    least = count * dim * (4 if fmt == "word2vec-binary" else 2)  # a float takes 4 bytes, or 2 characters
+    if least > size:
+        raise DataError(f"{path}: its header promises {count:,} vectors of {dim:,} numbers, "
+                        f"more than its {size:,} bytes can hold")
 
 
 def store_words(store: "ConceptStore") -> list[str]:

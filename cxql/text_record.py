@@ -175,7 +175,10 @@ def attach_classifier(store: ConceptStore, layer: str, weights: Any, predictions
     if w.ndim != 2 or (c, units) not in (w.shape, w.shape[::-1]):
         raise DataError(f"weights must be [{c} classes, {units} units] or [{units}, {c}], got {list(w.shape)}")
     w = w if w.shape == (c, units) else w.T
+    _check_finite(w, "weights")
     p = _array(predictions, "predictions", None)
+    if p.ndim == 2 and p.dtype.kind == "f":
+        _check_finite(p, "prediction scores")  # argmax would pick a NaN's class
     p = p.argmax(axis=1) if p.ndim == 2 else p
     if p.shape != (store.n_samples,) or not np.issubdtype(p.dtype, np.integer):
         raise DataError(f"predictions must be {store.n_samples} class indices (or [{store.n_samples}, {c}] scores), "
@@ -195,6 +198,12 @@ def _array(value: Any, what: str, dtype: Any) -> np.ndarray:
         return np.asarray(value, dtype=dtype)
     except (TypeError, ValueError) as exc:
         raise DataError(f"{what}: not a numeric array ({exc})") from None
+
+
+def _check_finite(values: np.ndarray, what: str) -> None:
+    bad = np.argwhere(~np.isfinite(values))
+    if len(bad):
+        raise DataError(f"{what} must be finite numbers; found {values[tuple(bad[0])]} at {bad[0].tolist()}")
 
 
 def gold_labels(store: ConceptStore, classes: Sequence[str]) -> np.ndarray:

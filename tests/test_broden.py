@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -315,3 +316,36 @@ def test_distinct_tuples_and_resize_are_exact():
     img = np.arange(12 * 9).reshape(12, 9)
     out = br.resize_nearest(img, (5, 4))
     assert out.tolist() == [[img[int((i + .5) * 12 / 5), int((j + .5) * 9 / 4)] for j in range(4)] for i in range(5)]
+
+
+def test_two_labels_with_one_name_in_one_category_are_refused(tmp_path) -> None:
+    """Repeated names are never merged: label.csv is named (issue 10 H; this builder refused them already)."""
+    labels = [*LABELS[:-1], (11, "sky", "object(1)")]   # label 11 named like label 3, both objects
+    images = [{"name": "a", "size": (4, 4), "object": [np.array([[3, 11] * 2] * 4)]}]
+    with pytest.raises(DataError, match="label.csv: two labels are named 'sky' in category object"):
+        br.build_broden(write_broden(tmp_path / "d", images, labels), tmp_path / "s")
+
+
+def replace_once(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new, 1))
+
+
+@pytest.mark.parametrize("file, old, new, message", [
+    ("label.csv", "\n10,car", "\n1000000000000,car", "column number: 1000000000000 is out of range"),  # was 931 GiB
+    ("label.csv", "\n10,car", "\n70000,car", "column number: 70000 is out of range 0..65535"),
+    ("label.csv", "\n10,car", "\n-3,car", "column number: -3 is out of range"),
+    ("label.csv", "object(1)", "object(" + "1" * 5000 + ")", "column category must be an integer, got '1111"),
+    ("index.csv", ",7,", "," + "7" * 5000 + ",", "column scene must be an integer"),
+    ("index.csv", ",7,", ",100000000000000000000,", "column scene must be an integer"),
+    ("index.csv", ",7,", ",99999,", "column scene: 99999 is out of range 0..65535"),
+    ("index.csv", ",8,8,", ",8" + "0" * 5000 + ",8,", "column sh must be an integer, got '8000"),
+])
+def test_out_of_range_numbers_in_the_csv_files_are_refused_by_row(tmp_path, file, old, new, message) -> None:
+    images = random_images(np.random.default_rng(0), 2)
+    images[0]["scene"] = [7]
+    root = write_broden(tmp_path / "d", images)
+    replace_once(root / file, old, new)
+    with pytest.raises(DataError, match=f"{file}, row \\d+: {re.escape(message)}"):
+        br.build_broden(root, tmp_path / "s")

@@ -10,6 +10,7 @@ English tokenizer plus a lookup tagger), so no model is ever downloaded.
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -300,3 +301,16 @@ def test_min_active_skips_rare_units_for_star_with_a_note(pairs_file) -> None:
     assert len(session.execute("SEARCH unit * LENGTH 1").rows) == 3
     with pytest.raises(cxql.CxqlError, match="at least 0"):
         session.execute("SET min_active = -1")
+
+
+@pytest.mark.parametrize("line, fault", [
+    ("[" * 100_000 + "]" * 100_000, "JSON nested too deeply"),
+    ('{"sentence1": "a", "sentence2": "b", "pairID": ' + "1" * 5000 + "}", "not usable JSON (Exceeds the limit"),
+])
+def test_a_pathological_line_is_a_bad_line_not_a_crash(tmp_path, line, fault) -> None:
+    path = tmp_path / "deep.jsonl"
+    path.write_text(json.dumps(PAIRS[0]) + "\n" + line + "\n", encoding="utf-8")
+    with pytest.raises(DataError, match=f":2: {re.escape(fault)}"):
+        nli.read_pairs(path)
+    pairs, skipped = nli.read_pairs(path, skip_bad=True, on_warning=lambda message: None)
+    assert len(pairs) == 1 and skipped == [2]

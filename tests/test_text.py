@@ -238,6 +238,14 @@ def test_with_accuracy_without_a_classifier_and_bad_shapes(pairs_file) -> None:
         cxql.text_record.attach_classifier(store, "mlp", np.zeros((4, 2)), np.zeros(len(PAIRS), int))
     with pytest.raises(DataError, match="predictions must be"):
         cxql.text_record.attach_classifier(store, "mlp", np.zeros((3, 2)), np.zeros(3, int))
+    with pytest.raises(DataError, match=r"weights must be finite numbers; found inf at \[1, 0\]"):
+        cxql.text_record.attach_classifier(store, "mlp", np.array([[0, 1], [np.inf, 0], [1, 1]]),
+                                           np.zeros(len(PAIRS), int))
+    scores = np.zeros((len(PAIRS), 3))
+    scores[2, 1] = np.nan
+    with pytest.raises(DataError, match=r"prediction scores must be finite numbers; found nan at \[2, 1\]"):
+        cxql.text_record.attach_classifier(store, "mlp", np.zeros((3, 2)), scores)
+    assert "classifiers" not in store.metadata
 
 
 def test_search_statement_round_trips() -> None:
@@ -245,3 +253,20 @@ def test_search_statement_round_trips() -> None:
         tree = cxql.parse(text)
         assert tree.accuracy and str(tree) == text and cxql.parse(str(tree)) == tree
     assert json.dumps(str(cxql.parse("pre:with OR hyp:accuracy"))) == '"(pre:with OR hyp:accuracy)"'
+
+
+@pytest.mark.parametrize("content, message", [
+    ("", "empty word-vectors file"),
+    ("3000000000000 300\ndog 1 2\n", "its header promises 3,000,000,000,000 vectors of 300 numbers"),  # was MemoryError
+    ("dog nan 1\ncat 1 2\n", "the vector of 'dog' holds NaN or inf (1 word(s) in all)"),
+    ("dog 1 2\ncat inf 2\n", "the vector of 'cat' holds NaN or inf"),
+])
+def test_bad_word_vector_files_are_refused_by_name(tmp_path, content, message) -> None:
+    pytest.importorskip("gensim")
+    from cxql.text import load_vectors
+
+    path = tmp_path / "vectors.txt"
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(DataError, match=f"{path}: ") as err:
+        load_vectors(path)
+    assert message in str(err.value)

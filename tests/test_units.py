@@ -63,15 +63,129 @@ def test_text_stores_default_to_positive_activations() -> None:
     assert layer.unit_positions(1).tolist() == [0, 3]
 
 
+def one_bad_value(shape, value, at) -> np.ndarray:
+    acts = np.zeros(shape)
+    acts[at] = value
+    return acts
+
+
 @pytest.mark.parametrize("acts, message", [
     (np.zeros((9, 2, 8, 8)), "has 9 samples but the store has 10"),
     (np.zeros((10, 2, 8)), "expected shape"),
     (np.full((10, 2, 8, 8), np.nan), "NaN"),
     (np.zeros((10, 0)), "no units"),
+    (np.zeros((10, 2, 0, 0), np.float32), "spatial maps of size 0x0"),
+    (np.zeros((10, 2, 4, 0), np.float32), "spatial maps of size 4x0"),
+    (np.ones((10, 2), dtype=bool), "dtype bool"),
+    (np.zeros((10, 2), dtype="datetime64[s]"), "dtype datetime64"),
+    (np.zeros((10, 2), dtype="timedelta64[s]"), "dtype timedelta64"),
+    (np.full((10, 2), "1.5"), "dtype <U3"),
+    (np.zeros((10, 2), dtype=complex), "dtype complex128"),
+    (np.zeros((10, 2), dtype=object), "dtype object"),
+    (one_bad_value((10, 2, 4, 4), np.inf, (7, 1, 2, 3)), "sample 7, unit 1 contain inf"),
+    (one_bad_value((10, 2, 4, 4), -np.inf, (3, 0, 0, 0)), "sample 3, unit 0 contain -inf"),
+    (one_bad_value((10, 3), np.inf, (4, 2)), "sample 4, unit 2 contain inf"),
+    (one_bad_value((10, 3), np.nan, (6, 1)), "sample 6, unit 1 contain NaN"),
 ])
 def test_bad_activations_are_refused(acts, message) -> None:
-    with pytest.raises(DataError, match=message):
+    with pytest.raises(DataError, match=message.replace("[", r"\[")):
         store_with_images(10).add_units("bad", acts)
+
+
+@pytest.mark.parametrize("threshold", [np.inf, -np.inf, np.nan, "inf", "-inf", "nan", " NaN ", "1e999"])
+def test_infinite_or_nan_thresholds_are_refused(threshold) -> None:
+    store = store_with_images(10)
+    with pytest.raises(DataError, match="threshold must be a finite number"):
+        store.add_units("l", np.zeros((10, 2), np.float32), threshold=threshold)
+    with pytest.raises(DataError, match="quantile level"):
+        store.add_units("l", np.zeros((10, 2), np.float32), threshold=f"quantile:{threshold}".replace(" ", ""))
+    assert "l" not in store.layers
+
+
+@pytest.mark.parametrize("threshold", [None, 0.5])   # the quantile path and the absolute one
+def test_infinite_activations_are_refused_on_every_path(threshold) -> None:
+    """Per-pair samples (irregular text stores) compare without the block reader: check that path too."""
+    text = cxql.ConceptStore.from_masks(np.ones((5, 1), bool), ["x"], sample_ids=[0, 0, 1, 2, 2], kind="text")
+    with pytest.raises(DataError, match="sample 1, unit 0 contain inf"):
+        text.add_units("l", np.array([[0.0], [np.inf], [1.0]]), threshold=threshold)
+    with pytest.raises(DataError, match="contain inf"):
+        store_with_images(10).add_units("l", one_bad_value((10, 2), np.inf, (9, 1)), threshold=threshold)
+
+
+def ulp_cases() -> list[tuple[float, float, bool]]:
+    """(threshold T, float64 value x, x > T) one ulp of float64 either side of T, for T a float32 or not."""
+    between = float(np.float64(np.float32(1.0)) + 2.0 ** -23 - 2.0 ** -50)   # no float32 is this value
+    cases = []
+    for t in (1.0, between, -3.25, 0.0):
+        cases += [(t, float(np.nextafter(t, -np.inf)), False), (t, t, False), (t, float(np.nextafter(t, np.inf)), True)]
+    return cases
+
+
+@pytest.mark.parametrize("t, x, active", ulp_cases())
+@pytest.mark.parametrize("spatial", [False, True])
+def test_float64_activations_compare_in_float64(t, x, active, spatial) -> None:
+    """A value one ulp below the threshold is never active, nor one at it; one ulp above always is."""
+    store = store_with_images(4, shape=(2, 2))
+    acts = np.full((4, 1, 2, 2) if spatial else (4, 1), t - 1.0)
+    acts[2, 0] = x
+    layer = store.add_units("l", acts, threshold=t, on_warning=lambda message: None)
+    assert layer.unit_positions(0).tolist() == ([8, 9, 10, 11] if active else [])
+
+
+def test_float64_quantile_thresholds_split_close_values_exactly() -> None:
+    """Values that float32 would merge into one keep their order against a float64 quantile."""
+    base = 1.0 + 2.0 ** -30
+    acts = (base + np.arange(100) * 2.0 ** -52).reshape(100, 1)   # all equal in float32
+    store = cxql.ConceptStore.from_masks(np.ones((100, 1), bool), ["x"], kind="text")
+    layer = store.add_units("l", acts, threshold="quantile:0.9")
+    want = np.flatnonzero(acts[:, 0] > np.quantile(acts[:, 0], 0.9))
+    assert layer.unit_positions(0).tolist() == want.tolist() and 5 <= len(want) <= 10
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64, np.int8, np.int16, np.int32, np.int64,
+                                   np.uint8])
+def test_every_numeric_dtype_gives_the_masks_of_exact_comparison(dtype) -> None:
+    rng = np.random.default_rng(7)
+    acts = (rng.normal(size=(10, 3, 8, 8)) * 50).astype(dtype)
+    layer = store_with_images(10).add_units("l", acts, threshold=10.5)
+    for u in range(3):
+        want = np.flatnonzero(acts[:, u].reshape(-1).astype(np.float64) > 10.5)
+        np.testing.assert_array_equal(layer.unit_positions(u), want)
+
+
+@pytest.mark.parametrize("acts, threshold", [
+    (np.ones((10, 2, 4, 4), np.float32), None),            # constant: the quantile is the value itself
+    (np.ones((10, 2), np.float32), None),
+    (np.random.default_rng(0).normal(size=(10, 2)), 99.0),  # nothing above the threshold
+])
+def test_a_layer_whose_every_unit_is_empty_is_added_with_a_warning(acts, threshold) -> None:
+    store, heard = store_with_images(10), []
+    layer = store.add_units("flat", acts, threshold=threshold, on_warning=heard.append)
+    assert layer.mask_sizes.tolist() == [0, 0]
+    assert len(heard) == 1 and "all 2 of its units are empty" in heard[0] and "'flat'" in heard[0]
+    with pytest.warns(UserWarning, match="all 2 of its units are empty"):
+        store.add_units("flat2", acts, threshold=threshold)
+
+
+def test_a_layer_with_some_active_unit_adds_silently() -> None:
+    heard: list[str] = []
+    acts = np.zeros((10, 2), np.float32)
+    acts[3, 1] = 1.0
+    store_with_images(10).add_units("l", acts, threshold=0.5, on_warning=heard.append)
+    assert heard == []
+
+
+@pytest.mark.parametrize("add", [
+    lambda store, name, **kw: store.add_units(name, np.ones((10, 2), np.float32), threshold=0.5, **kw),
+    lambda store, name, **kw: store.add_unit_masks(name, np.zeros((640, 2), bool), **kw),
+])
+def test_an_existing_layer_is_replaced_only_when_asked(add) -> None:
+    store = store_with_images(10)
+    first = store.add_unit_masks("l", np.ones((640, 3), bool))
+    with pytest.raises(DataError, match="already has a layer 'l'") as err:
+        add(store, "l")
+    assert "--replace" in str(err.value) and store.layers["l"] is first
+    assert add(store, "l", replace=True).n_units == 2 and store.layers["l"].n_units == 2
 
 
 def test_dense_units_are_bit_packed_and_sparse_ones_listed() -> None:
@@ -106,3 +220,42 @@ def test_big_layers_are_processed_in_bounded_blocks() -> None:
     want = expected_masks(acts, (8, 8), level=None)
     for u in range(3):
         np.testing.assert_array_equal(masks.unit(u), np.flatnonzero(want[:, u]))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_kept_activations_rethreshold_to_the_layers_own_masks(dtype) -> None:
+    """SET threshold works on the kept activations: at the layer's thresholds they give its masks, ties and all."""
+    t = float(np.float64(np.float32(1.0)) + 2.0 ** -23 - 2.0 ** -50)
+    values = np.array([np.nextafter(t, -np.inf), t, np.nextafter(t, np.inf), 0.0, 2.0])
+    acts = np.random.default_rng(8).choice(values, size=(10, 3, 2, 2)).astype(dtype)
+    store = store_with_images(10, shape=(2, 2))
+    layer = store.add_units("l", acts, threshold=t)
+    assert layer.activations.dtype == dtype
+    again = store.unit_masks_for(layer.activations, layer.thresholds)
+    for u in range(3):
+        np.testing.assert_array_equal(again.unit(u), layer.unit_positions(u))
+
+
+@pytest.mark.parametrize("convert", [
+    lambda a: torch.from_numpy(a),
+    lambda a: torch.from_numpy(a).bfloat16(),     # numpy has no bfloat16: widened to float32 exactly
+    lambda a: torch.from_numpy(a).requires_grad_(),
+    lambda a: a.tolist(),
+])
+def test_tensors_and_nested_lists_give_the_masks_of_their_array(convert) -> None:
+    acts = np.random.default_rng(9).normal(size=(10, 3, 4, 4)).astype(np.float32)
+    acts = torch.from_numpy(acts).bfloat16().float().numpy()   # values every form holds exactly
+    store = store_with_images(10)
+    want = store.add_units("array", acts, threshold=0.25)
+    got = store.add_units("other", convert(acts), threshold=0.25)
+    for u in range(3):
+        np.testing.assert_array_equal(got.unit_positions(u), want.unit_positions(u))
+
+
+@pytest.mark.parametrize("acts, message", [
+    (torch.zeros(10, 2).to_sparse(), "sparse_coo tensor; pass it dense"),
+    ([[1.0, 2.0]] * 9 + [[1.0]], "not an array of activations"),
+])
+def test_sparse_tensors_and_ragged_lists_are_refused(acts, message) -> None:
+    with pytest.raises(DataError, match=message):
+        store_with_images(10).add_units("l", acts)

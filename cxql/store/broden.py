@@ -13,7 +13,8 @@ the union of its pixels over the selected categories; scene/texture labels
 (numbers instead of PNG paths in index.csv) cover the whole image. A label's
 category is the one, among those it was seen in, that label.csv counts most
 (ties: column order). Names lose Broden's suffix (``blue-c`` in color becomes
-``color:blue``) unless that clashes. Labels that never occur are dropped; the
+``color:blue``) unless that clashes; two labels that still share a name in
+one category are refused (label.csv is named), never merged. Labels that never occur are dropped; the
 rest keep label-number order and record positions (``count``) and images
 (``images``). Segmentations are resized to the mask resolution by nearest
 neighbour at pixel centres.
@@ -26,6 +27,7 @@ import csv
 import re
 import sys
 import time
+import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,11 +95,26 @@ def _read_csv(path: Path, required: Sequence[str]) -> tuple[list[str], list[tupl
     return header, rows
 
 
-def _int(value: str, path: Path, line: int, column: str) -> int:
+MAX_LABEL = (1 << 16) - 1  # segmentation PNGs encode a label as R + 256 * G
+
+
+def _int(value: str, path: Path, line: int, column: str, most: int | None = None) -> int:
+    text = value.strip()
     try:
-        return int(value.strip())
+        if len(text) > 18:  # past int64, and past Python's limit on digits at some length
+            raise ValueError
+        number = int(text)
     except ValueError:
-        raise DataError(f"{path}, row {line}: column {column} must be an integer, got {value!r}") from None
+        shown = repr(text if len(text) <= 40 else text[:40] + "...")
+        raise DataError(f"{path}, row {line}: column {column} must be an integer, got {shown}") from None
+    if most is not None and not 0 <= number <= most:
+        raise DataError(f"{path}, row {line}: column {column}: {number} is out of range 0..{most}")
+    return number
+
+
+def _label_number(value: str, path: Path, line: int, column: str) -> int:
+    """An image-level label number of an index.csv cell (label numbers are 0..65535, as in the PNGs)."""
+    return _int(value, path, line, column, MAX_LABEL)
 
 
 def read_labels(directory: Path) -> dict[int, Label]:
@@ -106,15 +123,15 @@ def read_labels(directory: Path) -> dict[int, Label]:
     _, rows = _read_csv(path, ("number", "name", "category"))
     labels: dict[int, Label] = {}
     for line, row in rows:
-        number = _int(row["number"], path, line, "number")
-        if number < 0 or number in labels:
-            raise DataError(f"{path}, row {line}: label number {number} is negative or appears twice")
+        number = _int(row["number"], path, line, "number", MAX_LABEL)
+        if number in labels:
+            raise DataError(f"{path}, row {line}: label number {number} appears twice")
         counts = {}
         for part in filter(None, (p.strip() for p in row["category"].split(";"))):
             match = _CATEGORY_COUNT.match(part)
             if not match:
                 raise DataError(f"{path}, row {line}: category {part!r} is not of the form name(count)")
-            counts[match.group(1)] = int(match.group(2))
+            counts[match.group(1)] = _int(match.group(2), path, line, "category")
         if number:
             labels[number] = Label(row["name"].strip(), counts)
     return labels
@@ -143,7 +160,8 @@ def read_index(directory: Path, categories: Sequence[str] | None = None, prefixe
         size = (_int(row["ih"], path, line, "ih"), _int(row["iw"], path, line, "iw")) if has_size else None
         if min(seg) <= 0:
             raise DataError(f"{path}, row {line}: segmentation size {seg} must be positive")
-        cells = {c: tuple(int(v) if v.isdigit() else v for v in map(str.strip, row[c].split(";")) if v)
+        cells = {c: tuple(_label_number(v, path, line, c) if v.isdigit() else v
+                          for v in map(str.strip, row[c].split(";")) if v)
                  for c in present}  # label numbers (image-level) or PNG paths
         out.append(IndexRow(line, image, size, seg, cells))
         if limit is not None and len(out) >= limit:
@@ -167,21 +185,30 @@ def resize_nearest(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 
 def decode_png(path: Path, expect: tuple[int, int], where: str) -> np.ndarray:
-    """int32 [h, w] label numbers R + 256 * G of a segmentation PNG."""
+    """int32 [h, w] label numbers R + 256 * G of a segmentation PNG.
+
+    The header's size is checked before any pixel is decoded, so a PNG that
+    claims gigapixels (a decompression bomb) is refused without allocating
+    them; PIL's own size warning is moot then, and past twice its limit PIL
+    refuses the file itself.
+    """
     from PIL import Image
     try:
-        with Image.open(path) as img:
-            img.load()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(path)
+        with img:
+            if (img.height, img.width) != tuple(expect):
+                raise DataError(f"{path} ({where}): PNG is {img.height}x{img.width}, "
+                                f"index.csv says sh x sw = {expect[0]}x{expect[1]}")
             if img.mode not in ("RGB", "RGBA", "P"):
                 raise DataError(f"{path} ({where}): expected an RGB segmentation PNG, got mode {img.mode}")
+            img.load()
             rgb = np.asarray(img.convert("RGB"), dtype=np.int32)
     except FileNotFoundError:
         raise DataError(f"{path} ({where}): missing segmentation PNG") from None
-    except (OSError, ValueError, SyntaxError) as exc:
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise DataError(f"{path} ({where}): cannot decode PNG ({exc})") from None
-    if rgb.shape[:2] != tuple(expect):
-        raise DataError(f"{path} ({where}): PNG is {rgb.shape[0]}x{rgb.shape[1]}, "
-                        f"index.csv says sh x sw = {expect[0]}x{expect[1]}")
     return rgb[:, :, 0] + 256 * rgb[:, :, 1]
 
 
@@ -371,7 +398,9 @@ def _add_parser(kinds: argparse._SubParsersAction) -> None:
 
 def _cli_build(args: argparse.Namespace) -> int:
     from ..cli import RichProgress
+    from .validate_input import check_out_path, os_errors
 
+    check_out_path(args.out)
     ds = open_broden(args.broden_dir, args.categories, args.prefix, args.split, args.limit)
     bar, started, done = RichProgress(), time.monotonic(), [0]
 
@@ -381,7 +410,8 @@ def _cli_build(args: argparse.Namespace) -> int:
 
     bar.start(len(ds.rows), "building store")
     try:
-        store = build_broden(ds, args.out, resolution=args.resolution, progress=tick)
+        with os_errors(args.out):
+            store = build_broden(ds, args.out, resolution=args.resolution, progress=tick)
     finally:
         bar.finish()
     elapsed = time.monotonic() - started

@@ -37,6 +37,7 @@ from ..errors import DataError, StoreError
 from . import signatures as sig
 from . import units as un
 from . import ids
+from . import validate_input as vi
 from .ids import SampleLocalIds
 from .layer import Layer, load_array, open_layer
 from .writer import FORMAT, MANIFEST, VERSION, StoreWriter, store_manifest
@@ -74,13 +75,16 @@ class ConceptStore:
     def from_masks(cls, masks: np.ndarray, names: Sequence[str], categories: Sequence[str] | None = None,
                    sample_ids: Sequence[Any] | None = None, *, mask_shape: Sequence[int] | None = None,
                    kind: str = "vision", metadata: Mapping[str, Any] | None = None) -> "ConceptStore":
-        """An in-memory store from dense bool masks [N, K].
+        """An in-memory store from dense bool (or 0/1 integer) masks [N, K].
+
+        Names must be unique within their category (qualified names
+        ``category:name`` must differ), or a DataError lists the repeats.
 
         ``sample_ids`` gives each position's sample (length N; each sample's
         positions contiguous) or, with ``mask_shape``, a name per sample. With
         neither, every position is its own sample.
         """
-        masks = np.asarray(masks)
+        masks = vi.check_mask_array(masks, "masks")
         if masks.ndim != 2:
             raise DataError(f"masks must be a 2-D bool array [positions, concepts], got shape {list(masks.shape)}")
         n, k = masks.shape
@@ -91,6 +95,7 @@ class ConceptStore:
         categories = list(categories) if categories is not None else [""] * k
         if len(categories) != k:
             raise DataError(f"{len(categories)} categories for {k} concept columns")
+        vi.check_concept_names(names, categories)
         offsets, sample_names = _sample_layout(n, sample_ids, mask_shape)
         builder = sig.SignatureBuilder(k)
         position_sig = np.concatenate([builder.add(sig.pack_rows(masks[i:i + 65536]))
@@ -107,6 +112,7 @@ class ConceptStore:
                         sample_names: Sequence[str] | None = None,
                         metadata: Mapping[str, Any] | None = None) -> "ConceptStore":
         """A store from an already built signature table (the builders' entry point)."""
+        vi.check_concept_names(names, categories)
         n = int(len(position_sig))
         per = int(np.prod(mask_shape)) if mask_shape else 1
         n_samples = n // per if sample_offsets is None else len(sample_offsets) - 1
@@ -188,19 +194,28 @@ class ConceptStore:
 
     def add_units(self, layer: str, activations: np.ndarray,
                   threshold: "float | str | un.Threshold | None" = None, *, keep_activations: bool = True,
-                  progress: Callable[[int], None] | None = None) -> Layer:
-        """Threshold a layer's activations ([samples, units, h, w] or [samples, units]) and attach it."""
+                  progress: Callable[[int], None] | None = None, replace: bool = False,
+                  on_warning: Callable[[str], None] | None = None) -> Layer:
+        """Threshold a layer's activations ([samples, units, h, w] or [samples, units]) and attach it.
+
+        An existing layer of that name is replaced only with ``replace=True``;
+        ``on_warning`` (default :func:`warnings.warn`) hears when every unit is empty.
+        """
+        vi.check_new_layer(self.layers, layer, replace)
+        activations = un.as_array(activations)
         un.check_activations(activations, self.n_samples)
         if "samples" in self.arrays and activations.ndim == 4:
             raise DataError("spatial activations need a store whose samples all have the mask shape")
         rule = un.Threshold.parse(threshold, self.default_threshold())
         thresholds = un.unit_thresholds(activations, rule)
         masks = self._masks_from_activations(activations, thresholds, progress)
+        vi.warn(un.empty_layer_warning(masks, layer), on_warning)
         return self._attach(layer, masks, rule, thresholds, activations if keep_activations else None)
 
-    def add_unit_masks(self, layer: str, masks: np.ndarray) -> Layer:
-        """Attach a layer given directly as bool masks [N, U]."""
-        masks = np.asarray(masks)
+    def add_unit_masks(self, layer: str, masks: np.ndarray, *, replace: bool = False) -> Layer:
+        """Attach a layer given directly as bool (or 0/1 integer) masks [N, U]; see :meth:`add_units`."""
+        vi.check_new_layer(self.layers, layer, replace)
+        masks = vi.check_mask_array(masks, f"unit masks of layer {layer!r}")
         if masks.ndim != 2 or masks.shape[0] != self.n_positions:
             raise DataError(f"unit masks must have shape [{self.n_positions}, units], got {list(masks.shape)}")
         return self._attach(layer, un.masks_from_dense(masks), un.Threshold("masks"), None, None)
@@ -212,8 +227,9 @@ class ConceptStore:
 
     def _masks_from_activations(self, activations, thresholds, progress) -> un.UnitMasks:
         if "samples" in self.arrays:  # irregular samples: one value per sample, spread over its positions
-            return _spread_sample_masks(np.asarray(activations, dtype=np.float64) > thresholds[None, :],
-                                        self.sample_offsets)
+            values = np.asarray(activations, dtype=np.float64)
+            un.check_finite(values)
+            return _spread_sample_masks(values > thresholds[None, :], self.sample_offsets)
         pairs = un.active_positions(activations, thresholds, self.mask_shape, progress=progress)
         return un.masks_from_pairs(pairs, activations.shape[1])
 
@@ -232,7 +248,7 @@ class ConceptStore:
         if thresholds is not None:
             arrays["thresholds"] = thresholds
         if activations is not None:
-            arrays["activations"] = np.asarray(activations, dtype=np.float32)
+            arrays["activations"] = np.asarray(activations, dtype=un.compare_dtype(activations.dtype))
         meta = {"units": masks.n_units, "encoding": encoding, "threshold": rule.to_json(),
                 "activations": activations is not None}
         layer = Layer(name, meta, arrays, self.n_positions)

@@ -114,6 +114,10 @@ def _parse_line(raw: bytes, number: int) -> tuple[Pair | None, str | None]:
         obj = json.loads(text)
     except json.JSONDecodeError as exc:
         return None, f"not JSON ({exc.msg} at column {exc.colno})"
+    except RecursionError:  # a pair is a flat object; thousands of nested brackets are not one
+        return None, "JSON nested too deeply to be a sentence pair"
+    except ValueError as exc:  # e.g. an integer of thousands of digits
+        return None, f"not usable JSON ({str(exc).split(':')[0]})"
     if not isinstance(obj, dict):
         return None, f"expected a JSON object, got {type(obj).__name__}"
     sentences = []
@@ -373,10 +377,14 @@ def _stderr(message: str) -> None:
 def _build_command(args) -> int:
     import sys
 
+    from .validate_input import check_out_path, os_errors
+
+    check_out_path(args.out)
     store = build_nli_store(args.pairs, words=args.words, lemma=args.lemma, tagger=args.pipeline,
                             vectors=args.vectors, vectors_format=args.vectors_format, skip_bad=args.skip_bad,
                             on_warning=_stderr)
-    store = store.save(args.out)
+    with os_errors(args.out):
+        store = store.save(args.out)
     print(f"built {args.out}: {summary(store)}", file=sys.stderr)
     return 0
 
@@ -384,8 +392,9 @@ def _build_command(args) -> int:
 def _classifier_command(args) -> int:
     import sys
 
-    from ..cli import load_activations
     from ..text_record import attach_classifier
+
+    from .activation_files import load_activations
 
     store = ConceptStore.open(args.store)
     classes = [c.strip() for c in args.classes.split(",") if c.strip()]

@@ -18,13 +18,16 @@ histogram over signature ids (``hist``), which is all IoU ever needs:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterator
+import sys
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import numpy as np
-import torch
 
 from ..errors import DataError
 from .ids import SampleLocalIds
+
+if TYPE_CHECKING:
+    import torch
 
 DEFAULT_TOP_FRACTION = 0.005
 
@@ -43,16 +46,16 @@ class Threshold:
             return default
         if isinstance(spec, Threshold):
             return spec
-        if isinstance(spec, (int, float)):
-            return cls("absolute", float(spec))
+        if isinstance(spec, (int, float)) and not isinstance(spec, bool):
+            return cls("absolute", _finite(float(spec), spec))
         text = str(spec).strip().lower()
         for prefix in ("quantile:", "q:"):
             if text.startswith(prefix):
                 level = _number(text[len(prefix):], spec)
                 if not 0.0 < level < 1.0:
-                    raise DataError(f"quantile level must be between 0 and 1, got {level}")
+                    raise DataError(f"threshold {spec!r}: quantile level must be between 0 and 1, got {level}")
                 return cls("quantile", level)
-        return cls("absolute", _number(text, spec))
+        return cls("absolute", _finite(_number(text, spec), spec))
 
     def to_json(self) -> dict:
         return {"kind": self.kind, "value": self.value}
@@ -72,8 +75,44 @@ def _number(text: str, spec: object) -> float:
         raise DataError(f"threshold must be a number or 'quantile:LEVEL', got {spec!r}") from None
 
 
+def _finite(value: float, spec: object) -> float:
+    """An infinite or NaN threshold would empty (or fill) every unit without a word: refuse it."""
+    if not np.isfinite(value):
+        raise DataError(f"threshold must be a finite number, got {spec!r}")
+    return value
+
+
+def as_array(acts: "np.ndarray | torch.Tensor | Sequence", source: str = "activations") -> np.ndarray:
+    """Activations as a numpy array: arrays (and memory maps) as they are, torch tensors converted.
+
+    numpy has no bfloat16, so such tensors widen to float32, which holds them
+    exactly; sparse tensors are refused rather than densified behind the user's back.
+    """
+    if isinstance(acts, np.ndarray):
+        return acts
+    torch = sys.modules.get("torch")  # without torch loaded, nothing is a tensor (and cxql need not load it)
+    if torch is not None and isinstance(acts, torch.Tensor):
+        if acts.layout != torch.strided:
+            raise DataError(f"{source}: a {str(acts.layout).replace('torch.', '')} tensor; "
+                            "pass it dense (tensor.to_dense())")
+        acts = acts.detach().cpu()
+        return (acts.float() if acts.dtype == torch.bfloat16 else acts).numpy()
+    try:
+        return np.asarray(acts)
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"{source}: not an array of activations ({exc})") from None
+
+
 def check_activations(acts: np.ndarray, n_samples: int, source: str = "activations") -> None:
-    """Reject activations whose shape or values cannot be thresholded."""
+    """Reject activations whose shape or type cannot be thresholded (values are checked as they are read)."""
+    dtype = getattr(acts, "dtype", None)
+    if dtype is None or not hasattr(acts, "shape"):
+        raise DataError(f"{source}: expected an array of activations, got {type(acts).__name__}")
+    if dtype.kind not in "iuf":
+        what = {"b": "masks? attach those with add_unit_masks", "M": "dates", "m": "time spans", "U": "text",
+                "S": "bytes", "O": "Python objects", "c": "complex numbers", "V": "records"}.get(dtype.kind, "")
+        raise DataError(f"{source}: activations must be integer or float numbers, got dtype {dtype}"
+                        + (f" ({what})" if what else ""))
     if acts.ndim not in (2, 4):
         raise DataError(f"{source}: expected shape [samples, units] or [samples, units, h, w], "
                         f"got {list(acts.shape)}")
@@ -81,6 +120,52 @@ def check_activations(acts: np.ndarray, n_samples: int, source: str = "activatio
         raise DataError(f"{source}: has {acts.shape[0]} samples but the store has {n_samples}")
     if acts.shape[1] == 0:
         raise DataError(f"{source}: has no units")
+    if acts.ndim == 4 and 0 in acts.shape[2:]:
+        raise DataError(f"{source}: spatial maps of size {acts.shape[2]}x{acts.shape[3]} hold no values")
+
+
+def check_finite(block: np.ndarray, start: int = 0, axis_name: str = "sample", per_sample: int = 0) -> None:
+    """Refuse NaN and infinite activations, naming the first bad row of ``block`` (row 0 is ``start``).
+
+    Compared with a threshold, NaN is never active and +inf always, so either
+    would silently empty or fill units; a quantile over them is meaningless.
+    Rows are samples ([n, U, ...] blocks, which also name the unit) or units
+    ([U, n * per_sample] blocks, which name the sample when ``per_sample``).
+    """
+    bad = ~np.isfinite(block)
+    if not bad.any():
+        return
+    where = np.argwhere(bad)[0]
+    value = block[tuple(where)]
+    kind = "NaN" if np.isnan(value) else ("inf" if value > 0 else "-inf")
+    place = f"{axis_name} {start + int(where[0])}"
+    if axis_name == "sample" and block.ndim > 1:
+        place += f", unit {int(where[1])}"
+    elif per_sample and block.ndim > 1:
+        place = f"sample {int(where[1]) // per_sample}, {place}"
+    raise DataError(f"activations of {place} contain {kind}; every activation must be a finite number")
+
+
+def compare_dtype(dtype: np.dtype) -> np.dtype:
+    """The precision masks are computed in: float32 when it holds every value of ``dtype`` exactly.
+
+    float16/32 and small integers are exact in float32, where
+    :func:`float32_thresholds` makes the comparison exact at half the memory;
+    float64 and wide integers are compared in float64, or a value a hair
+    below the threshold could round up past it.
+    """
+    dtype = np.dtype(dtype)
+    exact = (dtype.kind == "f" and dtype.itemsize <= 4) or (dtype.kind in "iu" and dtype.itemsize <= 2)
+    return np.dtype(np.float32) if exact else np.dtype(np.float64)
+
+
+def empty_layer_warning(masks: "UnitMasks", layer: str) -> str | None:
+    """A warning when no unit of the layer is active anywhere (constant activations, or a threshold too high)."""
+    if masks.n_units and not len(masks.positions):
+        units = "its only unit is" if masks.n_units == 1 else f"all {masks.n_units} of its units are"
+        return (f"layer {layer!r}: {units} empty (no activation is above its threshold); "
+                "are the activations constant, or the threshold too high?")
+    return None
 
 
 BLOCK_BYTES = 256 << 20  # working memory for one block of activations
@@ -101,9 +186,7 @@ def unit_thresholds(acts: np.ndarray, threshold: Threshold, block_bytes: int = B
     for start in range(0, n_units, chunk_units):
         block = np.asarray(acts[:, start:start + chunk_units], dtype=np.float64)
         block = np.moveaxis(block, 1, 0).reshape(block.shape[1], -1)
-        if np.isnan(block).any():
-            bad = start + int(np.flatnonzero(np.isnan(block).any(axis=1))[0])
-            raise DataError(f"activations of unit {bad} contain NaN")
+        check_finite(block, start, "unit", int(np.prod(acts.shape[2:])))
         out[start:start + block.shape[0]] = np.quantile(block, threshold.value, axis=1)
     return out
 
@@ -136,18 +219,17 @@ def active_positions(acts: np.ndarray, thresholds: np.ndarray, mask_shape: tuple
     ordered by unit, then position.
     """
     per_sample = int(np.prod(mask_shape)) if mask_shape else 1
-    t32 = float32_thresholds(thresholds)
+    dtype = compare_dtype(acts.dtype)
+    t = float32_thresholds(thresholds) if dtype == np.float32 else np.asarray(thresholds, dtype=np.float64)
     raw_size = int(np.prod(acts.shape[2:]))
-    chunk = max(1, block_bytes // (4 * acts.shape[1] * raw_size))
+    chunk = max(1, block_bytes // (dtype.itemsize * acts.shape[1] * raw_size))
     for start in range(0, acts.shape[0], chunk):
-        block = np.array(acts[start:start + chunk], dtype=np.float32)
-        if np.isnan(block).any():
-            bad = start + int(np.flatnonzero(np.isnan(block.reshape(block.shape[0], -1)).any(axis=1))[0])
-            raise DataError(f"activations of sample {bad} contain NaN")
+        block = np.array(acts[start:start + chunk], dtype=dtype)
+        check_finite(block, start)
         peak = block.reshape(block.shape[0], block.shape[1], -1).max(axis=2)           # [n, U]
-        unit, sample = np.nonzero((peak > t32[None, :]).T)                             # by unit, then sample
+        unit, sample = np.nonzero((peak > t[None, :]).T)                               # by unit, then sample
         if block.ndim == 4:
-            yield from _upsampled(block, unit, sample, start, t32, mask_shape, block_bytes)
+            yield from _upsampled(block, unit, sample, start, t, mask_shape, block_bytes)
         else:
             offsets = np.arange(per_sample, dtype=np.int64)
             yield np.repeat(unit, per_sample), ((sample + start)[:, None] * per_sample + offsets).ravel()
@@ -155,20 +237,22 @@ def active_positions(acts: np.ndarray, thresholds: np.ndarray, mask_shape: tuple
             progress(block.shape[0])
 
 
-def _upsampled(block: np.ndarray, unit: np.ndarray, sample: np.ndarray, start: int, t32: np.ndarray,
+def _upsampled(block: np.ndarray, unit: np.ndarray, sample: np.ndarray, start: int, t: np.ndarray,
                mask_shape: tuple[int, ...] | None, block_bytes: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Active (unit, position) pairs of the given (sample, unit) maps, upsampled in batches."""
+    import torch  # bilinear upsampling as compexp does it; loaded only when a layer is spatial
+
     if not mask_shape or len(mask_shape) != 2:
         raise DataError("spatial activations [samples, units, h, w] need a store with a 2-D mask shape")
     per_sample = mask_shape[0] * mask_shape[1]
-    batch = max(1, block_bytes // (4 * per_sample))
+    batch = max(1, block_bytes // (block.itemsize * per_sample))
     for a in range(0, len(unit), batch):
         u, smp = unit[a:a + batch], sample[a:a + batch]
         maps = torch.from_numpy(block[smp, u][:, None])                                 # [m, 1, h, w]
         if tuple(maps.shape[2:]) != tuple(mask_shape):
             maps = torch.nn.functional.interpolate(maps, size=tuple(mask_shape), mode="bilinear",
                                                    align_corners=False)
-        hit = (maps.reshape(len(u), -1) > torch.from_numpy(t32[u])[:, None]).numpy()
+        hit = (maps.reshape(len(u), -1) > torch.from_numpy(t[u])[:, None]).numpy()
         which, pixel = np.nonzero(hit)
         yield u[which], (smp[which].astype(np.int64) + start) * per_sample + pixel
 
