@@ -106,7 +106,7 @@ def image_masks(session: Session, layer: str, unit: int, formula: str, sample: i
 
 def image_path(store: ConceptStore, sample: int) -> Path | None:
     """The probe image of a sample, when the store came from a Broden directory and the file is there."""
-    root, names = store.metadata.get("image_root"), store.manifest.get("sample_names")
+    root, names = store.metadata.get("image_root"), store.sample_names
     path = Path(root) / names[sample] if root and names else None
     return path if path is not None and path.is_file() else None
 
@@ -210,7 +210,7 @@ def draw_report(session: Session, layer: str, reports: list[UnitReport], out: st
             progress(1)
     label = str(store.path) if store.path else "in-memory store"
     page = out / f"{safe}.html"
-    page.write_text(html_page(label, layer, reports, safe, store.manifest.get("sample_names")), encoding="utf-8")
+    page.write_text(html_page(label, layer, reports, safe, store.sample_names), encoding="utf-8")
     (out / f"{safe}.json").write_text(json.dumps([asdict(r) for r in reports], indent=1), encoding="utf-8")
     return page
 

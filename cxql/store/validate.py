@@ -1,0 +1,118 @@
+"""Opening a store's array files without trusting them, from their headers only.
+
+Each ``.npy`` file is checked before it is mapped: it must be a regular file
+(a named pipe in its place would block a plain ``open``), its header must
+parse, its dtype must be one the store's code can use for that array (an
+``int8`` id array would wrap ids and change counts), its shape must agree
+with the manifest and the store's sizes, and the file must be exactly as long
+as the header says (a truncated file would otherwise fail only at query
+time). None of this reads the data: opening stays instant on stores of any
+size. :func:`file_crc32` reads everything and is left to ``cxql store check``.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import zlib
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from ..errors import StoreError
+
+#: What each array may hold: allowed dtype kinds (``u`` unsigned, ``i`` signed, ``f`` float, ``U`` text)
+#: and, where the code relies on it, the exact dtype.
+DTYPES: dict[str, tuple[str, str | None]] = {
+    "signatures": ("u", "uint8"), "mask_bits": ("u", "uint8"),
+    "sig_counts": ("u", None), "position_sig": ("u", None), "position_local": ("u", None),
+    "sample_sig_table": ("u", None),
+    "samples": ("i", "int64"), "sample_sig_indptr": ("i", "int64"), "hist_indptr": ("i", "int64"),
+    "mask_indptr": ("i", "int64"), "concept_counts": ("i", "int64"),
+    "hist_sig": ("iu", None), "hist_count": ("iu", None), "mask_positions": ("iu", None),
+    "thresholds": ("f", "float64"), "activations": ("f", None), "word_vectors": ("f", None),
+    "sample_names": ("U", None),
+    "classifier_weights": ("f", "float64"), "classifier_predictions": ("i", "int64"),
+}
+CHUNK_BYTES = 1 << 24
+
+
+def header(path: Path) -> tuple[np.dtype, tuple[int, ...], bool, int, int]:
+    """(dtype, shape, fortran order, data offset, file size) of a ``.npy`` file, reading its header only."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        raise StoreError(f"{path}: missing file; the store is incomplete") from None
+    except OSError as exc:
+        raise StoreError(f"{path}: unreadable ({exc.strerror})") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise StoreError(f"{path}: not a regular file")
+    try:
+        with open(path, "rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
+            elif version == (2, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+            else:
+                raise ValueError(f"unsupported .npy version {version}")
+            offset = fh.tell()
+    except (ValueError, EOFError, OSError, SyntaxError, TypeError) as exc:
+        raise StoreError(f"{path}: damaged array file ({str(exc) or type(exc).__name__})") from None
+    return np.dtype(dtype), tuple(int(x) for x in shape), bool(fortran), offset, st.st_size
+
+
+def open_array(path: Path, key: str, entry: Mapping[str, Any] | None = None,
+               shape: tuple[int | None, ...] | None = None) -> np.ndarray:
+    """Map ``path`` read-only after checking it against its manifest ``entry`` and the expected ``shape``.
+
+    ``shape`` may hold None for a free dimension. Raises StoreError naming the file.
+    """
+    dtype, actual, fortran, offset, size = header(path)
+    if dtype.hasobject or dtype.kind not in "biufU":
+        raise StoreError(f"{path}: holds {dtype}, not a plain numeric array")
+    kinds, exact = DTYPES.get(key, ("biufU", None))
+    if dtype.kind not in kinds or (exact is not None and dtype != np.dtype(exact)):
+        want = exact or {"u": "unsigned integers", "i": "integers", "iu": "integers", "f": "floats",
+                         "U": "text"}.get(kinds, kinds)
+        raise StoreError(f"{path}: holds {dtype}; {key} must be {want}")
+    expected_size = offset + int(np.prod(actual, dtype=np.int64)) * dtype.itemsize
+    if size != expected_size:
+        word = "truncated" if size < expected_size else "longer than its header says"
+        raise StoreError(f"{path}: {word} ({size} bytes, expected {expected_size})")
+    if entry is not None:
+        for field, value in (("dtype", dtype.str), ("shape", list(actual)), ("bytes", size)):
+            if field in entry and entry[field] != value:
+                raise StoreError(f"{path}: {field} is {value}, the manifest says {entry[field]}")
+    if shape is not None and (len(shape) != len(actual)
+                              or any(w is not None and w != a for w, a in zip(shape, actual))):
+        want = ["*" if w is None else w for w in shape]
+        raise StoreError(f"{path}: has shape {list(actual)}, expected {want}")
+    if expected_size == offset:
+        out = np.empty(actual, dtype=dtype)
+        out.flags.writeable = False
+        return out
+    try:
+        return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=actual,
+                         order="F" if fortran else "C")
+    except (OSError, ValueError) as exc:
+        raise StoreError(f"{path}: cannot be mapped ({exc})") from None
+
+
+def file_crc32(path: Path) -> int:
+    """CRC-32 of a file's bytes, read in chunks (what the manifest records for each array)."""
+    crc = 0
+    with open(path, "rb") as fh:
+        while chunk := fh.read(CHUNK_BYTES):
+            crc = zlib.crc32(chunk, crc)
+    return crc
+
+
+def file_entry(root: Path, rel: str, with_crc: bool = True) -> dict[str, Any]:
+    """The manifest entry of an array file just written: file name, dtype, shape, bytes, CRC-32."""
+    dtype, shape, _, _, size = header(root / rel)
+    entry: dict[str, Any] = {"file": rel, "dtype": dtype.str, "shape": list(shape), "bytes": size}
+    if with_crc:
+        entry["crc32"] = file_crc32(root / rel)
+    return entry
