@@ -90,7 +90,15 @@ def is_store(path: Path) -> bool:
 
 def new_staging(store: Path) -> Path:
     """A fresh staging directory inside ``store`` (named after this process, for later cleanup)."""
-    return Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-", dir=store))
+    return public(Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-", dir=store)))
+
+
+def public(directory: Path) -> Path:
+    """Give a temporary directory the permissions of a normal one (mkdtemp makes it private)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(directory, 0o777 & ~umask)
+    return directory
 
 
 def staged_entries(staging: Path) -> tuple[dict, dict]:
@@ -119,6 +127,7 @@ def save_arrays(staging: Path, arrays: dict[str, np.ndarray], under: str = "") -
     target.mkdir(parents=True, exist_ok=True)
     for key, arr in arrays.items():
         np.save(target / f"{key}.npy", np.asarray(arr), allow_pickle=False)
+        _step("array")
 
 
 # ------------------------------------------------------------------ the commit
@@ -140,6 +149,7 @@ def update_store(path: Path, staging: Path, change: Callable[[dict, dict, dict],
             prefix = f"g{generation}/"
             new = change(fresh, prefixed(top, prefix), {k: prefixed(v, prefix) for k, v in layers.items()})
             new["generation"] = generation
+            new["retired"] = retired(path, fresh, new)
             if top or layers:
                 os.rename(staging, path / f"g{generation}")
                 _step("renamed")
@@ -155,6 +165,16 @@ def update_store(path: Path, staging: Path, change: Callable[[dict, dict, dict],
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def retired(path: Path, old: dict, new: dict) -> list[str]:
+    """Files earlier manifests named that ``new`` does not and that still exist: cxql's, so safe to delete.
+
+    Kept in the manifest so that a writer killed after the switch but before
+    deleting them leaves a record; the next writer deletes them.
+    """
+    before = referenced_files(old) | set(old.get("retired", []))
+    return sorted(f for f in before - referenced_files(new) if os.path.lexists(path / f))
 
 
 def next_generation(path: Path, manifest: dict) -> int:
@@ -199,7 +219,9 @@ def tidy(path: Path, manifest: dict, old: dict | None = None) -> list[Path]:
     """
     keep = referenced_files(manifest)
     removed: list[Path] = []
-    candidates = set(referenced_files(old)) - keep if old else set()
+    candidates = set(manifest.get("retired", []))
+    if old:
+        candidates |= referenced_files(old) | set(old.get("retired", []))
     for top in path.iterdir():
         name = top.name
         if _GENERATION.fullmatch(name) or name == "layers":
@@ -210,11 +232,15 @@ def tidy(path: Path, manifest: dict, old: dict | None = None) -> list[Path]:
         elif name.startswith(STAGING_PREFIX) and not _alive(_pid_of(name[len(STAGING_PREFIX):])):
             shutil.rmtree(top, ignore_errors=True)
             removed.append(top)
+    root = os.path.realpath(path)
     for rel in sorted(candidates - keep):
         file = path / rel
+        if os.path.realpath(file.parent) != root and not os.path.realpath(file.parent).startswith(root + os.sep):
+            continue  # a linked folder: what it points at is not ours
         if os.path.lexists(file) and not file.is_dir():
             file.unlink()
             removed.append(file)
+            _step("removed")
             _prune_empty(file.parent, path)
     return removed
 

@@ -363,12 +363,33 @@ class ConceptStore:
             raise StoreError(f"{path}: rewritten too often while opening; try again")
         for key, value in bulk_arrays(manifest).items():
             arrays.setdefault(key, value)
+        _verify_counts(path, manifest, arrays)
         if has_leftovers(path, manifest):
             try:
                 tidy_if_free(path)
             except (OSError, StoreError):
                 pass  # a read-only or busy store: the next writer cleans up
         return cls(manifest, arrays, layers, path)
+
+
+#: Below this many bytes of signature bits, opening recomputes concept counts instead of trusting them.
+VERIFY_COUNTS_BYTES = 8 << 20
+
+
+def _verify_counts(path: Path, manifest: dict, arrays: dict[str, np.ndarray]) -> None:
+    """Concept counts enter every IoU: recompute them when cheap (``cxql store check`` always does)."""
+    bits = arrays["signatures"]
+    if bits.nbytes > VERIFY_COUNTS_BYTES:
+        return
+    counts = sig.concept_counts(np.asarray(bits), np.asarray(arrays["sig_counts"], dtype=np.int64),
+                                len(manifest["concepts"]))
+    stored = np.asarray(arrays["concept_counts"], dtype=np.int64)
+    if not np.array_equal(counts, stored):
+        bad = int(np.flatnonzero(counts != stored)[0])
+        files = {k: path / e["file"] for k, e in manifest["arrays"].items()}
+        where = files.get("concept_counts", path / "manifest.json")
+        raise StoreError(f"{where}: concept {manifest['concepts'][bad]['name']!r} has count {stored[bad]}, "
+                         f"but {files['signatures'].name} and {files['sig_counts'].name} give {counts[bad]}")
 
 
 def _layer_name(name: str) -> str:

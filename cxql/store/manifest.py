@@ -153,6 +153,11 @@ def check_manifest(manifest: Any, path: Path) -> dict:
     _require(manifest, "generation", _count, "a non-negative integer", source)
     arrays = _require(manifest, "arrays", lambda v: isinstance(v, dict), "an object", source)
     _check_entries(arrays, source, "arrays")
+    old = manifest.setdefault("retired", [])
+    if not isinstance(old, list):
+        raise StoreError(f"{source}: key 'retired' must be a list of file names")
+    for rel in old:
+        check_relpath(rel, source)
     return manifest
 
 
@@ -187,6 +192,9 @@ def _check_entries(arrays: dict, source: Path, where: str) -> None:
             raise StoreError(f"{source}: {where} entry {key!r} must be an object with a file name")
         check_segment(key, "array name")
         check_relpath(entry["file"], source)
+        missing = [f for f in ("dtype", "shape", "bytes", "crc32") if f not in entry]
+        if missing:
+            raise StoreError(f"{source}: {where} entry {key!r} is missing {missing[0]!r}")
         for field, ok in (("dtype", lambda v: isinstance(v, str)), ("shape", lambda v: isinstance(v, list)
                                                                     and all(_count(x) for x in v)),
                           ("bytes", _count), ("crc32", _count)):
@@ -230,7 +238,7 @@ def _exists(p: Path) -> bool:
 
 def referenced_files(manifest: dict) -> set[str]:
     """Every file (relative to the store) the manifest names."""
-    files = {e["file"] for e in manifest.get("arrays", {}).values()}
+    files = {e["file"] for e in manifest.get("arrays", {}).values()}  # "retired" files are not named
     for meta in manifest.get("layers", {}).values():
         files |= {e["file"] for e in meta.get("arrays", {}).values()}
     return files

@@ -25,8 +25,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..errors import StoreError
-from . import ids
-from .commit import _alive, new_staging, staged_entries, target_kind, update_store, write_manifest
+from . import commit, ids
+from .commit import _alive, new_staging, public, staged_entries, target_kind, update_store, write_manifest
 from .manifest import FORMAT, VERSION
 from .signatures import smallest_uint
 
@@ -94,8 +94,8 @@ class StoreWriter:
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             remove_stale(self.path, tag)
-            self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.{tag}-{os.getpid()}-",
-                                             dir=self.path.parent))
+            self.tmp = public(Path(tempfile.mkdtemp(prefix=f".{self.path.name}.{tag}-{os.getpid()}-",
+                                                    dir=self.path.parent)))
         self._maps: list[np.memmap] = []
         self.position_ids = "plain"  # or "per-sample": how position_sig is laid out (cxql.store.ids)
 
@@ -115,6 +115,7 @@ class StoreWriter:
     def save(self, key: str, array: np.ndarray) -> None:
         """Write ``key.npy`` (``key`` may be a relative path such as ``layers/l4/thresholds``)."""
         np.save(self._file(key), np.asarray(array), allow_pickle=False)
+        commit._step("array")
 
     def save_signatures(self, bits: np.ndarray, position_sig: np.memmap,
                         sample_offsets: np.ndarray | None = None) -> np.ndarray:
