@@ -66,6 +66,12 @@ def target_kind(path: Path, inputs: Iterable[str | os.PathLike] = (), force: boo
         if not any(out.iterdir()):
             return "new"
         if is_store(out):
+            try:
+                read_manifest(out)
+            except StoreError as exc:
+                if force:
+                    return "force"
+                raise StoreError(f"{exc.message}\n{path} is a damaged store; pass --force to replace it") from None
             return "store"
     if force:
         return "force"

@@ -82,7 +82,21 @@ def open_layer(path: Path, name: str, meta: dict, n_positions: int, n_samples: i
                          f"hist_sig has {len(arrays['hist_sig'])}")
     if "mask_indptr" in arrays:
         _check_pointer(arrays, entries, path, "mask_indptr", len(arrays["mask_positions"]))
+    if "classifier" in meta:
+        _check_classifier(meta["classifier"], arrays, where, name)
     return Layer(name, {k: v for k, v in meta.items() if k != "arrays"}, arrays, n_positions)
+
+
+def _check_classifier(entry: Any, arrays: dict, where: Path, name: str) -> None:
+    classes = entry.get("classes") if isinstance(entry, dict) else None
+    if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):
+        raise StoreError(f"{where}: layer {name!r} classifier needs a list of class names")
+    for key in ("classifier_weights", "classifier_predictions"):
+        if key not in arrays:
+            raise StoreError(f"{where}: layer {name!r} has a classifier but names no {key!r} array")
+    if arrays["classifier_weights"].shape[0] != len(classes):
+        raise StoreError(f"{where}: layer {name!r} classifier has {len(classes)} classes but "
+                         f"{arrays['classifier_weights'].shape[0]} weight rows")
 
 
 def _check_pointer(arrays: dict, entries: dict, path: Path, key: str, end: int) -> None:
