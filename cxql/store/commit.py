@@ -33,7 +33,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from ..errors import StoreError, UsageError
-from .lock import store_lock
+from .lock import store_lock, try_store_lock
 from .manifest import FORMAT, MANIFEST, read_manifest, referenced_files, to_json
 from .validate import file_entry
 
@@ -259,8 +259,6 @@ def _prune_empty(directory: Path, root: Path) -> None:
 
 def tidy_if_free(path: Path) -> None:
     """Clean leftovers when no writer holds the lock (a cheap no-op otherwise)."""
-    from .lock import try_store_lock
-
     with try_store_lock(path) as held:
         if held:
             tidy(path, read_manifest(path))

@@ -1,23 +1,31 @@
 """The concept store: concepts, samples and unit layers of one probe dataset.
 
-On disk a store is a directory::
+On disk a store is a directory (format version 2)::
 
-    manifest.json        format version, sizes, concepts, layers (read at open)
+    manifest.json        version, generation, sizes, concepts, layers, and for every
+                         array its file name, dtype, shape, bytes and CRC-32
     signatures.npy       uint8 [S, ceil(K/8)]  distinct concept sets, bit-packed
     sig_counts.npy       uint [S]              positions carrying each signature
     position_sig.npy     uint [N]              each position's signature id (narrowest uint), or,
                                                when smaller, the per-sample layout of ids.py
+    concept_counts.npy   int64 [K]             positions per concept
     samples.npy          int64 [n+1]           sample offsets (only if irregular)
+    sample_names.npy     str [n]               sample names (when the builder has them)
     layers/<name>/       one directory per unit layer:
         thresholds.npy   float64 [U]
         hist_*.npy       per-unit signature histograms (CSR)
         mask_*.npy       unit masks: CSR positions or bit-packed rows
         activations.npy  the raw activations, when kept (for SET threshold)
+    gN/...               files written by later changes (generation N), same names inside
+    .cxql.lock           the writers' lock (cxql.store.lock)
 
-Opening reads only the manifest and maps the arrays (``np.load(mmap_mode='r')``
-reads just their headers), so a store of any size opens at once. Every write
-goes to a temporary directory that is renamed into place, and the manifest is
-replaced atomically last, so a crash never leaves a half-written store.
+Only the manifest says which files belong to the store: a change writes new
+files under new names and switches the manifest atomically
+(:mod:`cxql.store.commit`). Opening reads only the manifest and maps the
+arrays after checking their headers (:mod:`cxql.store.reader`), so a store of
+any size opens at once, and a damaged one fails with the file named. Version
+1 stores (the names above, counts and sample names inside the manifest) still
+open, and are upgraded when next written.
 """
 
 from __future__ import annotations
@@ -38,7 +46,7 @@ from .commit import has_leftovers, new_staging, save_arrays, tidy_if_free, updat
 from .ids import SampleLocalIds
 from .layer import Layer
 from .manifest import check_segment, read_manifest
-from .reader import open_arrays
+from .reader import open_arrays, open_consistent, verify_counts
 from .validate import file_entry
 from .writer import StoreWriter, bulk_arrays, store_manifest, without_bulk
 
@@ -349,47 +357,16 @@ class ConceptStore:
         path = Path(path)
         if not path.is_dir():
             raise StoreError(f"no store at {path}: not a directory")
-        manifest = read_manifest(path)
-        for _attempt in range(20):
-            try:
-                arrays, layers = open_arrays(path, manifest)
-                break
-            except StoreError:
-                again = read_manifest(path)
-                if again == manifest:
-                    raise
-                manifest = again
-        else:
-            raise StoreError(f"{path}: rewritten too often while opening; try again")
+        manifest, arrays, layers = open_consistent(path)
         for key, value in bulk_arrays(manifest).items():
             arrays.setdefault(key, value)
-        _verify_counts(path, manifest, arrays)
+        verify_counts(path, manifest, arrays)
         if has_leftovers(path, manifest):
             try:
                 tidy_if_free(path)
             except (OSError, StoreError):
                 pass  # a read-only or busy store: the next writer cleans up
         return cls(manifest, arrays, layers, path)
-
-
-#: Below this many bytes of signature bits, opening recomputes concept counts instead of trusting them.
-VERIFY_COUNTS_BYTES = 8 << 20
-
-
-def _verify_counts(path: Path, manifest: dict, arrays: dict[str, np.ndarray]) -> None:
-    """Concept counts enter every IoU: recompute them when cheap (``cxql store check`` always does)."""
-    bits = arrays["signatures"]
-    if bits.nbytes > VERIFY_COUNTS_BYTES:
-        return
-    counts = sig.concept_counts(np.asarray(bits), np.asarray(arrays["sig_counts"], dtype=np.int64),
-                                len(manifest["concepts"]))
-    stored = np.asarray(arrays["concept_counts"], dtype=np.int64)
-    if not np.array_equal(counts, stored):
-        bad = int(np.flatnonzero(counts != stored)[0])
-        files = {k: path / e["file"] for k, e in manifest["arrays"].items()}
-        where = files.get("concept_counts", path / "manifest.json")
-        raise StoreError(f"{where}: concept {manifest['concepts'][bad]['name']!r} has count {stored[bad]}, "
-                         f"but {files['signatures'].name} and {files['sig_counts'].name} give {counts[bad]}")
 
 
 def _layer_name(name: str) -> str:

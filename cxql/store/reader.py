@@ -20,14 +20,34 @@ import numpy as np
 
 from ..errors import StoreError
 from .layer import Layer
-from .manifest import MANIFEST
-from .signatures import packed_width
+from .manifest import MANIFEST, read_manifest
+from .signatures import concept_counts, packed_width
 from .validate import open_array
 
 _POSITION_KEYS = {"plain": ("position_sig",), "per-sample": ("position_local", "sample_sig_indptr",
                                                             "sample_sig_table")}
 _LAYER_KEYS = {"positions": ("hist_indptr", "hist_sig", "hist_count", "mask_indptr", "mask_positions"),
                "bits": ("hist_indptr", "hist_sig", "hist_count", "mask_bits")}
+
+
+def open_consistent(path: Path) -> tuple[dict, dict[str, np.ndarray], dict[str, Layer]]:
+    """(manifest, arrays, layers) of one generation, even while a writer switches to the next.
+
+    A writer deletes old files only after switching the manifest; so when a
+    file is missing or damaged and the manifest has changed meanwhile, we
+    open the new generation instead. Mapped files stay readable after deletion.
+    """
+    manifest = read_manifest(path)
+    for _attempt in range(20):
+        try:
+            arrays, layers = open_arrays(path, manifest)
+            return manifest, arrays, layers
+        except StoreError:
+            again = read_manifest(path)
+            if again == manifest:
+                raise
+            manifest = again
+    raise StoreError(f"{path}: rewritten too often while opening; try again")
 
 
 def open_arrays(path: Path, manifest: dict) -> tuple[dict[str, np.ndarray], dict[str, Layer]]:
@@ -112,3 +132,23 @@ def _check_pointer(arrays: dict, entries: dict, path: Path, key: str, end: int) 
 def _int(value: Any, key: str) -> int | None:
     got = value.get(key) if isinstance(value, dict) else None
     return got if isinstance(got, int) and not isinstance(got, bool) else None
+
+
+#: Below this many bytes of signature bits, opening recomputes concept counts instead of trusting them.
+VERIFY_COUNTS_BYTES = 1 << 18
+
+
+def verify_counts(path: Path, manifest: dict, arrays: dict[str, np.ndarray]) -> None:
+    """Concept counts enter every IoU: recompute them when cheap (``cxql store check`` always does)."""
+    bits = arrays["signatures"]
+    if bits.nbytes > VERIFY_COUNTS_BYTES:
+        return
+    counts = concept_counts(np.asarray(bits), np.asarray(arrays["sig_counts"], dtype=np.int64),
+                            len(manifest["concepts"]))
+    stored = np.asarray(arrays["concept_counts"], dtype=np.int64)
+    if not np.array_equal(counts, stored):
+        bad = int(np.flatnonzero(counts != stored)[0])
+        files = {k: path / e["file"] for k, e in manifest["arrays"].items()}
+        where = files.get("concept_counts", path / "manifest.json")
+        raise StoreError(f"{where}: concept {manifest['concepts'][bad]['name']!r} has count {stored[bad]}, "
+                         f"but {files['signatures'].name} and {files['sig_counts'].name} give {counts[bad]}")

@@ -40,6 +40,16 @@ CHUNK_BYTES = 1 << 24
 
 def header(path: Path) -> tuple[np.dtype, tuple[int, ...], bool, int, int]:
     """(dtype, shape, fortran order, data offset, file size) of a ``.npy`` file, reading its header only."""
+    size = _regular_size(path)
+    try:
+        with open(path, "rb") as fh:
+            return (*_read_header(fh, path), size)
+    except OSError as exc:
+        raise StoreError(f"{path}: unreadable ({exc.strerror})") from None
+
+
+def _regular_size(path: Path) -> int:
+    """The size of ``path``, which must be a regular file: a named pipe is refused before it can block."""
     try:
         st = os.lstat(path)
     except FileNotFoundError:
@@ -48,19 +58,21 @@ def header(path: Path) -> tuple[np.dtype, tuple[int, ...], bool, int, int]:
         raise StoreError(f"{path}: unreadable ({exc.strerror})") from None
     if not stat.S_ISREG(st.st_mode):
         raise StoreError(f"{path}: not a regular file")
+    return st.st_size
+
+
+def _read_header(fh, path: Path) -> tuple[np.dtype, tuple[int, ...], bool, int]:
     try:
-        with open(path, "rb") as fh:
-            version = np.lib.format.read_magic(fh)
-            if version == (1, 0):
-                shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
-            elif version == (2, 0):
-                shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
-            else:
-                raise ValueError(f"unsupported .npy version {version}")
-            offset = fh.tell()
+        version = np.lib.format.read_magic(fh)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
+        elif version == (2, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+        else:
+            raise ValueError(f"unsupported .npy version {version}")
     except (ValueError, EOFError, OSError, SyntaxError, TypeError) as exc:
         raise StoreError(f"{path}: damaged array file ({str(exc) or type(exc).__name__})") from None
-    return np.dtype(dtype), tuple(int(x) for x in shape), bool(fortran), offset, st.st_size
+    return np.dtype(dtype), tuple(int(x) for x in shape), bool(fortran), fh.tell()
 
 
 def open_array(path: Path, key: str, entry: Mapping[str, Any] | None = None,
@@ -69,7 +81,23 @@ def open_array(path: Path, key: str, entry: Mapping[str, Any] | None = None,
 
     ``shape`` may hold None for a free dimension. Raises StoreError naming the file.
     """
-    dtype, actual, fortran, offset, size = header(path)
+    size = _regular_size(path)
+    try:
+        with open(path, "rb") as fh:  # one open: the header is read and the map made from this handle
+            dtype, actual, fortran, offset = _read_header(fh, path)
+            _check(path, key, entry, shape, dtype, actual, offset, size)
+            if size == offset:
+                out = np.empty(actual, dtype=dtype)
+                out.flags.writeable = False
+                return out
+            return np.memmap(fh, dtype=dtype, mode="r", offset=offset, shape=actual,
+                             order="F" if fortran else "C")
+    except (OSError, ValueError) as exc:
+        raise StoreError(f"{path}: cannot be mapped ({exc})") from None
+
+
+def _check(path: Path, key: str, entry: Mapping[str, Any] | None, shape: tuple[int | None, ...] | None,
+           dtype: np.dtype, actual: tuple[int, ...], offset: int, size: int) -> None:
     if dtype.hasobject or dtype.kind not in "biufU":
         raise StoreError(f"{path}: holds {dtype}, not a plain numeric array")
     kinds, exact = DTYPES.get(key, ("biufU", None))
@@ -89,15 +117,6 @@ def open_array(path: Path, key: str, entry: Mapping[str, Any] | None = None,
                               or any(w is not None and w != a for w, a in zip(shape, actual))):
         want = ["*" if w is None else w for w in shape]
         raise StoreError(f"{path}: has shape {list(actual)}, expected {want}")
-    if expected_size == offset:
-        out = np.empty(actual, dtype=dtype)
-        out.flags.writeable = False
-        return out
-    try:
-        return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=actual,
-                         order="F" if fortran else "C")
-    except (OSError, ValueError) as exc:
-        raise StoreError(f"{path}: cannot be mapped ({exc})") from None
 
 
 def file_crc32(path: Path) -> int:
