@@ -114,3 +114,17 @@ def test_classifier_predictions_are_arrays_not_manifest_lists(tmp_path) -> None:
     entry = classifier(cxql.ConceptStore.open(tmp_path / "s"), "mlp")
     assert entry["classes"] == ["entailment", "neutral", "contradiction"]
     assert np.asarray(entry["predictions"]).tolist() == [0, 1, 2, 0, 1, 2]
+
+
+def test_a_version_1_layer_with_spatial_activations_opens(digits) -> None:
+    # version 1 manifests give no shapes: kept [samples, units, h, w] activations are checked from their header
+    acts = np.random.default_rng(2).normal(size=(1797, 2, 4, 4)).astype(np.float32)
+    layer = digits / "layers" / "conv1"
+    np.save(layer / "activations.npy", acts)
+    manifest = json.loads((digits / "manifest.json").read_text())
+    manifest["layers"]["conv1"]["activations"] = True
+    (digits / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(StoreError, match=r"activations.npy: has shape \[1797, 2, 4, 4\], expected \[1797, 8\]"):
+        cxql.ConceptStore.open(digits)
+    np.save(layer / "activations.npy", np.zeros((1797, 8, 4, 4), np.float32))
+    assert cxql.ConceptStore.open(digits).layers["conv1"].activations.shape == (1797, 8, 4, 4)

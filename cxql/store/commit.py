@@ -22,6 +22,7 @@ ever deleted: only files a manifest named, and cxql's own temporary names.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
@@ -153,7 +154,8 @@ def update_store(path: Path, staging: Path, change: Callable[[dict, dict, dict],
             fresh = read_manifest(path)
             generation = next_generation(path, fresh)
             prefix = f"g{generation}/"
-            new = change(fresh, prefixed(top, prefix), {k: prefixed(v, prefix) for k, v in layers.items()})
+            new = change(copy.deepcopy(fresh), prefixed(top, prefix),
+                         {k: prefixed(v, prefix) for k, v in layers.items()})
             new["generation"] = generation
             new["retired"] = retired(path, fresh, new)
             if top or layers:
@@ -266,6 +268,8 @@ def tidy_if_free(path: Path) -> None:
 
 def has_leftovers(path: Path, manifest: dict) -> bool:
     """Whether the store directory holds something a killed writer left (checked by names only)."""
+    if any(os.path.lexists(path / f) for f in manifest.get("retired", [])):
+        return True
     generations = {f.split("/", 1)[0] for f in referenced_files(manifest)}
     for entry in os.listdir(path):
         if entry.startswith((STAGING_PREFIX, MANIFEST_TMP)):

@@ -91,11 +91,11 @@ def open_layer(path: Path, name: str, meta: dict, n_positions: int, n_samples: i
               "classifier_weights": (None, units)}
     arrays = {}
     for key, e in entries.items():
-        shape = expect.get(key)
-        if key == "activations":
-            ndim = len(e["shape"]) if isinstance(e.get("shape"), list) else None
-            shape = (n_samples, units) + (None,) * (ndim - 2 if ndim and ndim > 2 else 0)
-        arrays[key] = open_array(path / e["file"], key, e, shape)
+        arrays[key] = open_array(path / e["file"], key, e, expect.get(key))
+    acts = arrays.get("activations")
+    if acts is not None and (acts.ndim not in (2, 4) or acts.shape[:2] != (n_samples, units)):
+        raise StoreError(f"{path / entries['activations']['file']}: has shape {list(acts.shape)}, expected "
+                         f"[{n_samples}, {units}] or [{n_samples}, {units}, h, w]")
     _check_pointer(arrays, entries, path, "hist_indptr", len(arrays["hist_sig"]))
     if len(arrays["hist_count"]) != len(arrays["hist_sig"]):
         raise StoreError(f"{path / entries['hist_count']['file']}: has {len(arrays['hist_count'])} entries, "
