@@ -21,7 +21,6 @@ from cxql.cli import main
 from cxql.errors import StoreError
 from cxql.store.manifest import referenced_files
 
-SEED = np.random.default_rng(11)
 
 
 def _image_store() -> cxql.ConceptStore:

@@ -114,6 +114,7 @@ def staged_entries(staging: Path) -> tuple[dict, dict]:
     layers: dict[str, dict] = {}
     for file in sorted(staging.rglob("*.npy")):
         rel = file.relative_to(staging).as_posix()
+        _fsync_file(file)  # the data must be on disk before a manifest names it
         parts = rel[:-4].split("/")
         if len(parts) == 1:
             top[parts[0]] = file_entry(staging, rel)
@@ -121,6 +122,8 @@ def staged_entries(staging: Path) -> tuple[dict, dict]:
             layers.setdefault(parts[1], {})[parts[2]] = file_entry(staging, rel)
         else:
             raise StoreError(f"{file}: unexpected file in a store being written")
+    for directory in [staging, *(d for d in staging.rglob("*") if d.is_dir())]:
+        _fsync_dir(directory)
     return top, layers
 
 
@@ -200,6 +203,11 @@ def write_manifest(directory: Path, manifest: dict) -> None:
     _step("manifest-written")
     os.replace(tmp, directory / MANIFEST)
     _fsync_dir(directory)
+
+
+def _fsync_file(file: Path) -> None:
+    with open(file, "rb+") as fh:
+        os.fsync(fh.fileno())
 
 
 def _fsync_dir(directory: Path) -> None:
