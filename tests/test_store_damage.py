@@ -216,3 +216,14 @@ def test_a_signed_id_array_in_a_version_1_store_is_refused(tmp_path) -> None:
     np.save(path / "position_sig.npy", ids.astype(np.int16))
     with pytest.raises(StoreError, match="position_sig.npy: holds int16; position_sig must be unsigned"):
         cxql.ConceptStore.open(path)
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGES))
+@pytest.mark.parametrize("file", ["position_sig.npy", "sig_counts.npy", "signatures.npy", "layers/conv2/mask_positions.npy",
+                                  "layers/fc/activations.npy", "layers/conv1/mask_bits.npy"])
+def test_damaged_files_of_a_version_1_store_are_named(tmp_path, file, damage) -> None:
+    path = Path(shutil.copytree(cxql.resources.demo_store_path(), tmp_path / "digits"))
+    DAMAGES[damage](path / file)
+    with pytest.raises(StoreError) as caught:
+        cxql.ConceptStore.open(path)
+    assert file in str(caught.value)

@@ -150,6 +150,7 @@ def check_manifest(manifest: Any, path: Path) -> dict:
                  "'plain' or 'per-sample'", source)
     if version == 1:
         return upgrade_v1(manifest, path)
+    manifest.pop("legacy", None)  # only ever made in memory, from a version 1 manifest
     _require(manifest, "generation", _count, "a non-negative integer", source)
     arrays = _require(manifest, "arrays", lambda v: isinstance(v, dict), "an object", source)
     _check_entries(arrays, source, "arrays")
@@ -226,7 +227,8 @@ def upgrade_v1(manifest: dict, path: Path) -> dict:
     layers = {}
     for name, meta in manifest["layers"].items():
         files = list(_V1_LAYER_FILES[meta["encoding"]])
-        files += [k for k in ("thresholds", "activations") if _exists(path / "layers" / name / f"{k}.npy")]
+        files += [k for k in ("thresholds", "activations") if _exists(path / "layers" / name / f"{k}.npy")
+                  or (k == "activations" and meta["activations"])]  # a missing file is then named
         layers[name] = {**meta, "arrays": {k: {"file": f"layers/{name}/{k}.npy"} for k in files}}
     out["layers"] = layers
     return out

@@ -24,16 +24,15 @@ from ..errors import StoreError
 
 #: What each array may hold: allowed dtype kinds (``u`` unsigned, ``i`` signed, ``f`` float, ``U`` text)
 #: and, where the code relies on it, the exact dtype.
-DTYPES: dict[str, tuple[str, str | None]] = {
-    "signatures": ("u", "uint8"), "mask_bits": ("u", "uint8"),
-    "sig_counts": ("u", None), "position_sig": ("u", None), "position_local": ("u", None),
-    "sample_sig_table": ("u", None),
-    "samples": ("i", "int64"), "sample_sig_indptr": ("i", "int64"), "hist_indptr": ("i", "int64"),
-    "mask_indptr": ("i", "int64"), "concept_counts": ("i", "int64"),
-    "hist_sig": ("iu", None), "hist_count": ("iu", None), "mask_positions": ("iu", None),
-    "thresholds": ("f", "float64"), "activations": ("f", None), "word_vectors": ("f", None),
-    "sample_names": ("U", None),
-    "classifier_weights": ("f", "float64"), "classifier_predictions": ("i", "int64"),
+DTYPES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "signatures": ("u", ("uint8",)), "mask_bits": ("u", ("uint8",)),
+    "sig_counts": ("u", ()), "position_sig": ("u", ()), "position_local": ("u", ()), "sample_sig_table": ("u", ()),
+    "samples": ("i", ("int64",)), "sample_sig_indptr": ("i", ("int64",)), "hist_indptr": ("i", ("int64",)),
+    "mask_indptr": ("i", ("int64",)), "concept_counts": ("i", ("int64",)),
+    "hist_sig": ("i", ("int64",)), "hist_count": ("i", ("int64",)), "mask_positions": ("iu", ("uint32", "int64")),
+    "thresholds": ("f", ("float64",)), "activations": ("f", ("float32",)), "word_vectors": ("f", ("float32",)),
+    "sample_names": ("U", ()),
+    "classifier_weights": ("f", ("float64",)), "classifier_predictions": ("i", ("int64",)),
 }
 CHUNK_BYTES = 1 << 24
 
@@ -100,10 +99,9 @@ def _check(path: Path, key: str, entry: Mapping[str, Any] | None, shape: tuple[i
            dtype: np.dtype, actual: tuple[int, ...], offset: int, size: int) -> None:
     if dtype.hasobject or dtype.kind not in "biufU":
         raise StoreError(f"{path}: holds {dtype}, not a plain numeric array")
-    kinds, exact = DTYPES.get(key, ("biufU", None))
-    if dtype.kind not in kinds or (exact is not None and dtype != np.dtype(exact)):
-        want = exact or {"u": "unsigned integers", "i": "integers", "iu": "integers", "f": "floats",
-                         "U": "text"}.get(kinds, kinds)
+    kinds, exact = DTYPES.get(key, ("biufU", ()))
+    if dtype.kind not in kinds or (exact and dtype not in [np.dtype(e) for e in exact]):
+        want = " or ".join(exact) or {"u": "unsigned integers", "f": "floats", "U": "text"}.get(kinds, kinds)
         raise StoreError(f"{path}: holds {dtype}; {key} must be {want}")
     expected_size = offset + int(np.prod(actual, dtype=np.int64)) * dtype.itemsize
     if size != expected_size:
