@@ -68,7 +68,7 @@ def _files(kind: str) -> list[str]:
 
 
 FILES = [(kind, f) for kind in ("image", "irregular") for f in _files(kind)]
-WRONG = {"u1": "i1", "u2": "i2", "u4": "i4", "u8": "i8", "i8": "i4", "i4": "i8", "f8": "f4", "f4": "f8"}
+WRONG = {"u1": "i1", "u2": "i2", "u4": "i4", "u8": "i8", "i8": "i4", "i4": "i8", "f8": "f4", "f4": "f2"}
 
 
 def _empty(p: Path) -> None:

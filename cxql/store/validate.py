@@ -30,7 +30,7 @@ DTYPES: dict[str, tuple[str, tuple[str, ...]]] = {
     "samples": ("i", ("int64",)), "sample_sig_indptr": ("i", ("int64",)), "hist_indptr": ("i", ("int64",)),
     "mask_indptr": ("i", ("int64",)), "concept_counts": ("i", ("int64",)),
     "hist_sig": ("i", ("int64",)), "hist_count": ("i", ("int64",)), "mask_positions": ("iu", ("uint32", "int64")),
-    "thresholds": ("f", ("float64",)), "activations": ("f", ("float32",)), "word_vectors": ("f", ("float32",)),
+    "thresholds": ("f", ("float64",)), "activations": ("f", ("float32", "float64")), "word_vectors": ("f", ("float32",)),
     "sample_names": ("U", ()),
     "classifier_weights": ("f", ("float64",)), "classifier_predictions": ("i", ("int64",)),
 }
