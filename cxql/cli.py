@@ -129,6 +129,8 @@ def _store_parsers(sub: argparse._SubParsersAction) -> None:
     info.add_argument("store")
     info.add_argument("--format", choices=FORMATS, default="table")
     info.set_defaults(func=_store_info)
+    from .store.check import add_parser as add_check
+    add_check(ssub)
     build = ssub.add_parser("build", help="build a store from a probe dataset")
     kinds = build.add_subparsers(dest="source", required=True)
     for add in STORE_BUILDERS.values():

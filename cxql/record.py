@@ -154,7 +154,7 @@ def stream_activations(model: torch.nn.Module, module: torch.nn.Module, batches:
 def store_images(store: ConceptStore) -> list[Path]:
     """The image files of a store (metadata ``image_root``, relative to the store if not absolute), in sample order."""
     root = store.metadata.get("image_root")
-    names = store.manifest.get("sample_names")
+    names = store.sample_names
     if not root or not names:
         raise DataError("this store records no probe images (build it with cxql store build broden), "
                         "so pass the images to record")

@@ -113,7 +113,7 @@ def image_path(store: ConceptStore, sample: int) -> Path | None:
     ``image_root`` may be relative: then it is read from the store's own
     directory, so a store can carry its pictures and still be moved.
     """
-    root, names = store.metadata.get("image_root"), store.manifest.get("sample_names")
+    root, names = store.metadata.get("image_root"), store.sample_names
     if not root or not names:
         return None
     base = Path(root)
@@ -240,7 +240,7 @@ def draw_report(session: Session, layer: str, reports: list[UnitReport], out: st
             progress(1)
     label = str(store.path) if store.path else "in-memory store"
     page = out / f"{safe}.html"
-    page.write_text(html_page(label, layer, reports, safe, store.manifest.get("sample_names")), encoding="utf-8")
+    page.write_text(html_page(label, layer, reports, safe, store.sample_names), encoding="utf-8")
     (out / f"{safe}.json").write_text(json.dumps([asdict(r) for r in reports], indent=1), encoding="utf-8")
     return page
 

@@ -185,10 +185,10 @@ def attach_classifier(store: ConceptStore, layer: str, weights: Any, predictions
                         f"got {p.dtype} {list(p.shape)}")
     if p.size and (p.min() < 0 or p.max() >= c):
         raise DataError(f"predictions must be class indices 0..{c - 1}")
-    entry = {"classes": list(classes), "weights": w.tolist(), "predictions": p.astype(int).tolist()}
-    store.metadata.setdefault("classifiers", {})[layer] = entry
-    store.write_manifest()
-    return entry
+    entry = {"classes": list(classes)}
+    store.set_layer_arrays(layer, {"classifier_weights": w, "classifier_predictions": p.astype(np.int64)},
+                           {"classifier": entry})
+    return {**entry, "weights": w, "predictions": p}
 
 
 def _array(value: Any, what: str, dtype: Any) -> np.ndarray:
@@ -204,6 +204,19 @@ def _check_finite(values: np.ndarray, what: str) -> None:
     bad = np.argwhere(~np.isfinite(values))
     if len(bad):
         raise DataError(f"{what} must be finite numbers; found {values[tuple(bad[0])]} at {bad[0].tolist()}")
+
+
+def classifier(store: ConceptStore, layer: str) -> dict[str, Any] | None:
+    """A layer's attached classifier: classes, weights [classes, units] and predictions [pairs], or None.
+
+    Weights and predictions are arrays of the layer (version 2 stores); stores
+    written before kept them as lists in the metadata, which still reads.
+    """
+    found = store.layers.get(layer)
+    if found is not None and "classifier" in found.meta:
+        return {"classes": found.meta["classifier"]["classes"], "weights": found.arrays["classifier_weights"],
+                "predictions": found.arrays["classifier_predictions"]}
+    return store.metadata.get("classifiers", {}).get(layer)
 
 
 def gold_labels(store: ConceptStore, classes: Sequence[str]) -> np.ndarray:
@@ -231,7 +244,7 @@ def active_pairs(session: Any) -> Callable[[int], np.ndarray]:
 def accuracy_columns(session: Any, units: Sequence[int]) -> dict[int, dict[str, Any]]:
     """Per unit: the class its weights favour, the weights, and the model's accuracy where it fires."""
     layer = session.layer()
-    entry = session.store.metadata.get("classifiers", {}).get(layer.name)
+    entry = classifier(session.store, layer.name)
     if entry is None:
         raise QueryError(f"layer {layer.name!r} has no classifier attached, so WITH accuracy has nothing to report",
                          hint="attach one with cxql.text_record.attach_classifier or: "

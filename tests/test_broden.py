@@ -146,7 +146,7 @@ def test_handmade_dataset_masks_names_and_counts(tmp_path):
         ("banded", "texture"), ("car", "object")]
     np.testing.assert_array_equal(store_masks(store), dense_masks(images, numbers, (4, 4)))
     assert store.n_samples == 4 and store.mask_shape == (4, 4)
-    assert store.manifest["sample_names"][0] == "ade20k/a.jpg"
+    assert store.sample_names[0] == "ade20k/a.jpg"
     assert [c["images"] for c in store.manifest["concepts"]] == [1, 2, 1, 1, 2, 1, 1]
     assert store.concepts[store_index(store, "car")].count == 4   # the 8x8 quadrant became 2x2
     assert store.metadata["image_root"] == str((root / "images").resolve())
@@ -200,7 +200,7 @@ def test_search_equals_search_on_dense_masks(tmp_path):
 def test_row_and_category_selection(tmp_path):
     root, images = handmade(tmp_path)
     store = br.build_broden(root, tmp_path / "s1", prefixes=["ade20k/"], limit=2, categories=["object", "scene"])
-    assert store.manifest["sample_names"] == ["ade20k/a.jpg", "ade20k/b.jpg"]
+    assert store.sample_names == ["ade20k/a.jpg", "ade20k/b.jpg"]
     assert [c.name for c in store.concepts] == ["sky", "tree", "street"]
     tree = dense_masks(images[:2], [4], categories=["object"])[:, 0]   # both object PNGs, not the part
     np.testing.assert_array_equal(store_masks(store)[:, 1], tree)

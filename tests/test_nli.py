@@ -120,7 +120,7 @@ def test_identical_sentences_overlap_fully_and_no_label_gets_no_concept(pairs_fi
     col = {c.qualified: c.index for c in store.concepts}
     assert masks[2, col["overlap:overlap-75"]]                     # the same sentence twice
     assert not masks[4, [col["label:entailment"], col["label:neutral"], col["label:contradiction"]]].any()
-    assert store.manifest["sample_names"][:2] == ["p1", "line2"]
+    assert store.sample_names[:2] == ["p1", "line2"]
 
 
 def test_store_round_trips_and_formulas_print_qualified(tmp_path, pairs_file) -> None:

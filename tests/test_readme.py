@@ -106,7 +106,7 @@ def test_readme_nli_fields_are_what_the_builder_reads(tmp_path):
     path.write_text('{"sentence1": "A dog runs.", "sentence2": "A dog sleeps.", "pairID": "p1"}\n'
                     '{"sentence1": "A cat.", "sentence2": "A cat sits.", "gold_label": "neutral", "x": 1}\n')
     store = build_nli_store(path, words=10, tagger="none")
-    assert store.manifest["sample_names"] == ["p1", "line2"]
+    assert store.sample_names == ["p1", "line2"]
     assert "label:neutral" in {c.qualified for c in store.concepts}
     path.write_text('{"sentence1": "A dog runs."}\n')
     with pytest.raises(cxql.CxqlError, match="sentence2 is missing"):

@@ -48,7 +48,7 @@ def manual_activations(store, model) -> np.ndarray:
     transform = default_transform(store)
     root = store.metadata["image_root"]
     with torch.no_grad():
-        xs = torch.stack([transform(Image.open(f"{root}/{name}")) for name in store.manifest["sample_names"]])
+        xs = torch.stack([transform(Image.open(f"{root}/{name}")) for name in store.sample_names])
         return model[:3](xs).numpy()
 
 

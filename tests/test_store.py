@@ -68,7 +68,7 @@ def test_units_added_to_an_open_store_are_written_atomically(tmp_path) -> None:
     store.add_unit_masks("l", units)
     again = cxql.ConceptStore.open(tmp_path / "s")
     assert list(again.layers) == ["l"]
-    assert not [p for p in (tmp_path / "s").rglob(".*")]  # no temporary leftovers
+    assert [p.name for p in (tmp_path / "s").rglob(".*")] == [".cxql.lock"]  # no temporary leftovers
 
 
 def test_a_failed_save_leaves_the_old_store(tmp_path, monkeypatch) -> None:
@@ -80,11 +80,12 @@ def test_a_failed_save_leaves_the_old_store(tmp_path, monkeypatch) -> None:
     def boom(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr("cxql.store.concept_store._write_manifest", boom)
+    monkeypatch.setattr("cxql.store.commit.write_manifest", boom)
     with pytest.raises(OSError):
         store.save(tmp_path / "s")
     assert (tmp_path / "s" / "manifest.json").read_text() == before
     assert [p.name for p in tmp_path.iterdir()] == ["s"]
+    assert sorted(p.name for p in (tmp_path / "s").iterdir() if p.name.startswith((".", "g"))) == [".cxql.lock"]
 
 
 @pytest.fixture

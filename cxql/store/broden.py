@@ -283,12 +283,14 @@ def pack_tuples(columns: Sequence[np.ndarray], image_labels: Iterable[int], widt
 def build_broden(source: str | Path | Broden, out: str | Path, *, categories: Sequence[str] | None = None,
                  prefixes: Sequence[str] = (), split: str | None = None, limit: int | None = None,
                  resolution: tuple[int, int] | None = None,
-                 progress: Callable[[int], None] | None = None) -> ConceptStore:
+                 progress: Callable[[int], None] | None = None, force: bool = False) -> ConceptStore:
     """Build the store of a Broden directory (or :class:`Broden`) at ``out``; return it opened.
 
     ``categories``, ``prefixes`` (of image paths, e.g. ``ade20k/``), ``split``
     and ``limit`` (first n) select rows; ``resolution`` is the mask shape
     (default: the first row's segmentation size); ``progress(1)`` per image.
+    ``out`` must be absent, empty or a store; anything else needs ``force``,
+    and the dataset itself is never replaced.
     """
     ds = source if isinstance(source, Broden) else open_broden(source, categories, prefixes, split, limit)
     if not ds.rows:
@@ -301,7 +303,7 @@ def build_broden(source: str | Path | Broden, out: str | Path, *, categories: Se
     builder = sig.SignatureBuilder(n_labels)
     seen = np.zeros((n_labels, len(ds.categories)), dtype=bool)
     images = np.zeros(n_labels, dtype=np.int64)
-    with StoreWriter(out) as writer:
+    with StoreWriter(out, force=force, inputs=[ds.directory]) as writer:
         position_sig = writer.stream("position_sig", (len(ds.rows) * per,), np.uint32)
         for i, row in enumerate(ds.rows):
             layers, image_labels = read_image(ds, row, shape, known)
@@ -384,7 +386,8 @@ def _add_parser(kinds: argparse._SubParsersAction) -> None:
     p = kinds.add_parser("broden", help="a store from a Broden-layout directory (SPEC section 5)",
                          description=__doc__.split("\n\n")[0])
     p.add_argument("broden_dir")
-    p.add_argument("--out", required=True, help="store directory to write (replaced atomically)")
+    p.add_argument("--out", required=True, help="store directory to write (a store there is replaced atomically)")
+    p.add_argument("--force", action="store_true", help="replace --out even if it is not a cxql store")
     p.add_argument("--categories", type=lambda s: [c.strip() for c in s.split(",") if c.strip()],
                    help="comma-separated categories (default: every index.csv column)")
     p.add_argument("--prefix", action="append", default=[], metavar="PATH",
@@ -411,7 +414,7 @@ def _cli_build(args: argparse.Namespace) -> int:
     bar.start(len(ds.rows), "building store")
     try:
         with os_errors(args.out):
-            store = build_broden(ds, args.out, resolution=args.resolution, progress=tick)
+            store = build_broden(ds, args.out, resolution=args.resolution, progress=tick, force=args.force)
     finally:
         bar.finish()
     elapsed = time.monotonic() - started

@@ -1,31 +1,36 @@
 """The concept store: concepts, samples and unit layers of one probe dataset.
 
-On disk a store is a directory::
+On disk a store is a directory (format version 2)::
 
-    manifest.json        format version, sizes, concepts, layers (read at open)
+    manifest.json        version, generation, sizes, concepts, layers, and for every
+                         array its file name, dtype, shape, bytes and CRC-32
     signatures.npy       uint8 [S, ceil(K/8)]  distinct concept sets, bit-packed
     sig_counts.npy       uint [S]              positions carrying each signature
     position_sig.npy     uint [N]              each position's signature id (narrowest uint), or,
                                                when smaller, the per-sample layout of ids.py
+    concept_counts.npy   int64 [K]             positions per concept
     samples.npy          int64 [n+1]           sample offsets (only if irregular)
+    sample_names.npy     str [n]               sample names (when the builder has them)
     layers/<name>/       one directory per unit layer:
         thresholds.npy   float64 [U]
         hist_*.npy       per-unit signature histograms (CSR)
         mask_*.npy       unit masks: CSR positions or bit-packed rows
         activations.npy  the raw activations, when kept (for SET threshold)
+    gN/...               files written by later changes (generation N), same names inside
+    .cxql.lock           the writers' lock (cxql.store.lock)
 
-Opening reads only the manifest and maps the arrays (``np.load(mmap_mode='r')``
-reads just their headers), so a store of any size opens at once. Every write
-goes to a temporary directory that is renamed into place, and the manifest is
-replaced atomically last, so a crash never leaves a half-written store.
+Only the manifest says which files belong to the store: a change writes new
+files under new names and switches the manifest atomically
+(:mod:`cxql.store.commit`). Opening reads only the manifest and maps the
+arrays after checking their headers (:mod:`cxql.store.reader`), so a store of
+any size opens at once, and a damaged one fails with the file named. Version
+1 stores (the names above, counts and sample names inside the manifest) still
+open, and are upgraded when next written.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -38,11 +43,13 @@ from . import signatures as sig
 from . import units as un
 from . import ids
 from . import validate_input as vi
+from .commit import has_leftovers, new_staging, save_arrays, tidy_if_free, update_store
 from .ids import SampleLocalIds
-from .layer import Layer, load_array, open_layer
-from .writer import FORMAT, MANIFEST, VERSION, StoreWriter, store_manifest
-from .writer import replace_dir as _replace_dir
-from .writer import write_manifest as _write_manifest
+from .layer import Layer
+from .manifest import check_segment, read_manifest
+from .reader import open_arrays, open_consistent, verify_counts
+from .validate import file_entry
+from .writer import StoreWriter, bulk_arrays, store_manifest, without_bulk
 
 
 @dataclass(frozen=True)
@@ -125,7 +132,8 @@ class ConceptStore:
                   "position_sig": position_sig.astype(sig.smallest_uint(max(len(counts) - 1, 0)))}
         if sample_offsets is not None:
             arrays["samples"] = np.asarray(sample_offsets, dtype=np.int64)
-        return cls(manifest, arrays, {})
+        arrays.update(bulk_arrays(manifest))
+        return cls(without_bulk(manifest), arrays, {})
 
     # ------------------------------------------------------------ properties
 
@@ -156,8 +164,15 @@ class ConceptStore:
 
     @cached_property
     def concepts(self) -> list[ConceptInfo]:
-        return [ConceptInfo(i, c["name"], c["category"], int(c["count"]))
+        counts = self.arrays["concept_counts"]
+        return [ConceptInfo(i, c["name"], c["category"], int(counts[i]))
                 for i, c in enumerate(self.manifest["concepts"])]
+
+    @property
+    def sample_names(self) -> list[str] | None:
+        """Each sample's name (image path, pair id) in store order, or None when the builder gave none."""
+        names = self.arrays.get("sample_names")
+        return None if names is None else [str(x) for x in names]
 
     @property
     def signature_bits(self) -> np.ndarray:
@@ -201,6 +216,7 @@ class ConceptStore:
         An existing layer of that name is replaced only with ``replace=True``;
         ``on_warning`` (default :func:`warnings.warn`) hears when every unit is empty.
         """
+        _layer_name(layer)
         vi.check_new_layer(self.layers, layer, replace)
         activations = un.as_array(activations)
         un.check_activations(activations, self.n_samples)
@@ -210,15 +226,16 @@ class ConceptStore:
         thresholds = un.unit_thresholds(activations, rule)
         masks = self._masks_from_activations(activations, thresholds, progress)
         vi.warn(un.empty_layer_warning(masks, layer), on_warning)
-        return self._attach(layer, masks, rule, thresholds, activations if keep_activations else None)
+        return self._attach(layer, masks, rule, thresholds, activations if keep_activations else None, replace)
 
     def add_unit_masks(self, layer: str, masks: np.ndarray, *, replace: bool = False) -> Layer:
         """Attach a layer given directly as bool (or 0/1 integer) masks [N, U]; see :meth:`add_units`."""
+        _layer_name(layer)
         vi.check_new_layer(self.layers, layer, replace)
         masks = vi.check_mask_array(masks, f"unit masks of layer {layer!r}")
         if masks.ndim != 2 or masks.shape[0] != self.n_positions:
             raise DataError(f"unit masks must have shape [{self.n_positions}, units], got {list(masks.shape)}")
-        return self._attach(layer, un.masks_from_dense(masks), un.Threshold("masks"), None, None)
+        return self._attach(layer, un.masks_from_dense(masks), un.Threshold("masks"), None, None, replace)
 
     def unit_masks_for(self, activations: np.ndarray, thresholds: np.ndarray,
                        progress: Callable[[int], None] | None = None) -> un.UnitMasks:
@@ -234,9 +251,8 @@ class ConceptStore:
         return un.masks_from_pairs(pairs, activations.shape[1])
 
     def _attach(self, name: str, masks: un.UnitMasks, rule: un.Threshold, thresholds: np.ndarray | None,
-                activations: np.ndarray | None) -> Layer:
-        if not name or "/" in name or name.startswith("."):
-            raise DataError(f"invalid layer name {name!r}")
+                activations: np.ndarray | None, replace: bool = False) -> Layer:
+        _layer_name(name)
         encoding = un.choose_encoding(masks, self.n_positions)
         arrays: dict[str, np.ndarray] = {}
         arrays["hist_indptr"], arrays["hist_sig"], arrays["hist_count"] = un.histograms(masks, self.position_signatures)
@@ -251,41 +267,88 @@ class ConceptStore:
             arrays["activations"] = np.asarray(activations, dtype=un.compare_dtype(activations.dtype))
         meta = {"units": masks.n_units, "encoding": encoding, "threshold": rule.to_json(),
                 "activations": activations is not None}
-        layer = Layer(name, meta, arrays, self.n_positions)
-        if self.path is not None:
-            layer = self._write_layer(layer)
-        self.layers[name] = layer
-        self.manifest["layers"][name] = meta
-        if self.path is not None:
-            _write_manifest(self.path, self.manifest)
-        return layer
+        if self.path is None:
+            self.layers[name] = Layer(name, meta, arrays, self.n_positions)
+            self.manifest["layers"][name] = meta
+            return self.layers[name]
 
-    def _write_layer(self, layer: Layer) -> Layer:
+        def change(new: dict, staged: dict) -> None:
+            vi.check_new_layer(new["layers"], name, replace)  # again under the lock: another writer may have added it
+            new["layers"][name] = {**meta, "arrays": staged.get(name, {})}
+        self._commit({f"layers/{name}": arrays}, change)
+        return self.layers[name]
+
+    def set_layer_arrays(self, layer: str, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> Layer:
+        """Add arrays (and manifest keys) to an existing layer, e.g. a classifier's weights and predictions."""
+        if layer not in self.layers:
+            raise DataError(f"unknown layer {layer!r}; layers: {', '.join(self.layers) or 'none'}")
+        for key in arrays:
+            check_segment(key, "array name")
+        if self.path is None:
+            old = self.layers[layer]
+            self.manifest["layers"][layer] = {**self.manifest["layers"][layer], **meta}
+            self.layers[layer] = Layer(layer, self.manifest["layers"][layer], {**old.arrays, **arrays},
+                                       self.n_positions)
+            return self.layers[layer]
+
+        def change(new: dict, staged: dict) -> None:
+            if layer not in new["layers"]:
+                raise StoreError(f"{self.path}: layer {layer!r} was removed by another process")
+            entry = new["layers"][layer]
+            new["layers"][layer] = {**entry, **meta, "arrays": {**entry["arrays"], **staged.get(layer, {})}}
+        self._commit({f"layers/{layer}": dict(arrays)}, change)
+        return self.layers[layer]
+
+    def _commit(self, arrays: dict[str, dict[str, np.ndarray]], change: Callable[[dict, dict], None]) -> None:
+        """Write ``{folder: arrays}`` and apply ``change(manifest, staged layer entries)`` atomically.
+
+        The manifest is re-read under the store lock, so another writer's
+        layers survive; a version 1 store is upgraded on the way (its inline
+        counts and sample names become array files).
+        """
         assert self.path is not None
-        layers_dir = self.path / "layers"
-        layers_dir.mkdir(exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{layer.name}.", dir=layers_dir))
-        try:
-            for key, arr in layer.arrays.items():
-                np.save(tmp / f"{key}.npy", arr)
-            _replace_dir(tmp, layers_dir / layer.name)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        arrays = {key: load_array(layers_dir / layer.name / f"{key}.npy") for key in layer.arrays}
-        return Layer(layer.name, layer.meta, arrays, self.n_positions)
+        path = self.path
+        staging = new_staging(path)
+        for under, group in arrays.items():
+            save_arrays(staging, group, under)
+        current = read_manifest(path)
+        save_arrays(staging, bulk_arrays(current))
+
+        def apply(fresh: dict, top: dict, layers: dict) -> dict:
+            new = without_bulk(fresh)
+            if fresh.get("legacy"):
+                new["arrays"] = {**fresh["arrays"], **{k: top[k] for k in bulk_arrays(fresh) if k in top}}
+                if set(bulk_arrays(fresh)) - set(top):
+                    raise StoreError(f"{path}: changed by another process while upgrading; try again")
+            new["arrays"] = {k: e if "crc32" in e else file_entry(path, e["file"]) for k, e in new["arrays"].items()}
+            for meta in new["layers"].values():
+                meta["arrays"] = {k: e if "crc32" in e else file_entry(path, e["file"])
+                                  for k, e in meta["arrays"].items()}
+            change(new, layers)
+            return new
+
+        self.manifest = update_store(path, staging, apply)
+        arrays, self.layers = open_arrays(path, self.manifest)
+        self.arrays.update({k: v for k, v in arrays.items() if k not in self.arrays})
 
     # ------------------------------------------------------------ disk
 
     def write_manifest(self) -> None:
-        """Persist manifest changes (metadata) of an opened store, atomically."""
+        """Persist metadata changes of an opened store (under the lock, atomically)."""
         if self.path is not None:
-            _write_manifest(self.path, self.manifest)
+            metadata = self.metadata
+            self._commit({}, lambda new, staged: new.__setitem__("metadata", metadata))
 
-    def save(self, path: str | os.PathLike) -> "ConceptStore":
-        """Write the store to ``path`` atomically (replacing what is there) and return it opened."""
+    def save(self, path: str | os.PathLike, *, force: bool = False,
+             inputs: Sequence[str | os.PathLike] = ()) -> "ConceptStore":
+        """Write the store to ``path`` atomically and return it opened.
+
+        ``path`` may be absent, an empty directory or a cxql store (which is
+        replaced); anything else is refused unless ``force``, and ``inputs``
+        (the files the store was built from) never.
+        """
         path = Path(path)
-        with StoreWriter(path, tag="save") as writer:
+        with StoreWriter(path, tag="save", force=force, inputs=inputs) as writer:
             plain = self.arrays.get("position_sig")
             local = plain is not None and writer.write_sample_local(plain, self.sample_offsets, plain.dtype)
             for key, arr in self.arrays.items():
@@ -294,45 +357,42 @@ class ConceptStore:
             for name, layer in self.layers.items():
                 for key, arr in layer.arrays.items():
                     writer.save(f"layers/{name}/{key}", arr)
-            _write_manifest(writer.tmp, {**self.manifest, "position_ids": writer.position_ids}
-                            if plain is not None else self.manifest)
-            writer.commit()
+            manifest = without_bulk(self.manifest)
+            if plain is not None:
+                manifest["position_ids"] = writer.position_ids
+            manifest["layers"] = {name: {k: v for k, v in meta.items() if k != "arrays"}
+                                  for name, meta in manifest["layers"].items()}
+            writer.commit(manifest)
         return ConceptStore.open(path)
 
     @classmethod
     def open(cls, path: str | os.PathLike) -> "ConceptStore":
-        """Open a store directory: read the manifest, map the arrays, check their shapes."""
+        """Open a store directory: read the manifest, map the arrays, check them (headers only).
+
+        A writer may switch the manifest and delete the old files while we
+        open; then a file goes missing, the manifest has changed, and we open
+        the new generation instead, so a reader sees one whole store.
+        """
         path = Path(path)
-        manifest_path = path / MANIFEST
         if not path.is_dir():
             raise StoreError(f"no store at {path}: not a directory")
-        if not manifest_path.exists():
-            raise StoreError(f"{manifest_path}: missing; {path} is not a cxql store")
-        try:
-            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise StoreError(f"{manifest_path}: unreadable manifest ({exc})") from None
-        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-            raise StoreError(f"{manifest_path}: not a cxql store manifest")
-        if manifest.get("version") != VERSION:
-            raise StoreError(f"{manifest_path}: store format version {manifest.get('version')!r}; "
-                             f"this cxql reads version {VERSION}")
-        n, s = int(manifest["n_positions"]), int(manifest["n_signatures"])
-        k = len(manifest["concepts"])
-        expect = {"signatures": (s, sig.packed_width(k)), "sig_counts": (s,)}
-        if manifest.get("position_ids", "plain") == "per-sample":
-            expect |= {"position_local": (n,), "sample_sig_indptr": (int(manifest["n_samples"]) + 1,),
-                       "sample_sig_table": None}
-        else:
-            expect["position_sig"] = (n,)
-        arrays = {key: load_array(path / f"{key}.npy", shape) for key, shape in expect.items()}
-        if (path / "samples.npy").exists():
-            arrays["samples"] = load_array(path / "samples.npy", (int(manifest["n_samples"]) + 1,))
-        for extra in sorted(path.glob("*.npy")):  # arrays builders add (word vectors, ...) travel with the store
-            arrays.setdefault(extra.stem, load_array(extra))
-        layers = {name: open_layer(path / "layers" / name, name, meta, n)
-                  for name, meta in manifest.get("layers", {}).items()}
+        manifest, arrays, layers = open_consistent(path)
+        for key, value in bulk_arrays(manifest).items():
+            arrays.setdefault(key, value)
+        verify_counts(path, manifest, arrays)
+        if has_leftovers(path, manifest):
+            try:
+                tidy_if_free(path)
+            except (OSError, StoreError):
+                pass  # a read-only or busy store: the next writer cleans up
         return cls(manifest, arrays, layers, path)
+
+
+def _layer_name(name: str) -> str:
+    try:
+        return check_segment(name)
+    except StoreError as exc:
+        raise DataError(exc.message) from None
 
 
 # ------------------------------------------------------------------ helpers

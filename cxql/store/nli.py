@@ -343,7 +343,8 @@ def _register_cli() -> None:
                              description="One position per pair: pre:/hyp: words, pre:pos:/hyp:pos: tags, "
                                          "overlap-25/50/75 and gold labels (see cxql.store.nli).")
         p.add_argument("pairs", help="JSON lines with sentence1, sentence2 and optionally gold_label")
-        p.add_argument("--out", required=True, help="store directory to write")
+        p.add_argument("--out", required=True, help="store directory to write (a store there is replaced atomically)")
+        p.add_argument("--force", action="store_true", help="replace --out even if it is not a cxql store")
         p.add_argument("--words", type=int, default=2000, help="most common words kept per side (default 2000)")
         p.add_argument("--lemma", action="store_true", help="lemmas instead of lower-cased surface forms")
         p.add_argument("--pipeline", default="auto",
@@ -377,14 +378,17 @@ def _stderr(message: str) -> None:
 def _build_command(args) -> int:
     import sys
 
+    from .commit import target_kind
     from .validate_input import check_out_path, os_errors
 
     check_out_path(args.out)
+    inputs = [args.pairs] + ([args.vectors] if args.vectors else [])
+    target_kind(Path(args.out), inputs, args.force)  # refuse a bad --out before the build, not after
     store = build_nli_store(args.pairs, words=args.words, lemma=args.lemma, tagger=args.pipeline,
                             vectors=args.vectors, vectors_format=args.vectors_format, skip_bad=args.skip_bad,
                             on_warning=_stderr)
     with os_errors(args.out):
-        store = store.save(args.out)
+        store = store.save(args.out, force=args.force, inputs=inputs)
     print(f"built {args.out}: {summary(store)}", file=sys.stderr)
     return 0
 

@@ -1,21 +1,21 @@
 """Writing stores: streamed, atomic, and safe to interrupt.
 
 A store on disk must never be half-written: readers map its arrays, and a
-build of real Broden takes minutes. So every write goes to a temporary
-directory next to the destination, which is renamed into place only when the
-manifest is complete. A builder streams its biggest array (``position_sig``,
+build of real Broden takes minutes. So a new store is written to a temporary
+directory next to the destination, renamed into place only when the manifest
+is complete; a store that replaces an existing one is staged inside it and
+switched in by its manifest (:mod:`cxql.store.commit`). A builder streams its biggest array (``position_sig``,
 4 bytes per position, about 1.1 GB for ADE20k) straight into a memory-mapped
 ``.npy`` inside that directory, so it never holds all ids in memory.
 
 If the process is interrupted (an exception, Ctrl-C) the temporary directory
 is removed; if it is killed outright, the next writer for the same
 destination removes directories left by writers that are no longer running.
-Either way the old store, if any, stays intact until the rename.
+Either way the old store, if any, stays intact until the switch.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -24,12 +24,12 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from . import ids
+from ..errors import StoreError
+from . import commit, ids
+from .commit import _alive, new_staging, public, staged_entries, target_kind, update_store, write_manifest
+from .manifest import FORMAT, VERSION
 from .signatures import smallest_uint
 
-FORMAT = "cxql-store"
-VERSION = 1
-MANIFEST = "manifest.json"
 CHUNK = 1 << 24  # ids per step when re-reading a streamed position_sig
 
 
@@ -37,32 +37,65 @@ def store_manifest(names: Sequence[str], categories: Sequence[str], concept_coun
                    n_positions: int, n_samples: int, n_signatures: int, mask_shape: Sequence[int] | None,
                    kind: str = "vision", sample_names: Sequence[Any] | None = None,
                    metadata: Mapping[str, Any] | None = None, position_ids: str = "plain") -> dict:
-    """The manifest of a store without layers (shared by every builder)."""
+    """The manifest of a store without layers (shared by every builder).
+
+    Concept counts and sample names are bulk data: they travel in ``legacy``
+    and become the arrays ``concept_counts`` and ``sample_names`` (see
+    :func:`bulk_arrays`) when the store is built or written.
+    """
     return {
-        "format": FORMAT, "version": VERSION, "kind": kind, "position_ids": position_ids,
+        "format": FORMAT, "version": VERSION, "kind": kind, "generation": 0, "position_ids": position_ids,
         "n_positions": int(n_positions), "n_samples": int(n_samples),
         "mask_shape": list(mask_shape) if mask_shape else None,
         "n_signatures": int(n_signatures),
-        "concepts": [{"name": str(nm), "category": str(cat), "count": int(c)}
-                     for nm, cat, c in zip(names, categories, concept_counts)],
-        "sample_names": list(map(str, sample_names)) if sample_names is not None else None,
+        "concepts": [{"name": str(nm), "category": str(cat)} for nm, cat in zip(names, categories)],
+        "arrays": {},
         "layers": {},
         "metadata": dict(metadata or {}),
+        "legacy": {"counts": [int(c) for c in concept_counts],
+                   "sample_names": list(map(str, sample_names)) if sample_names is not None else None},
     }
 
 
+def bulk_arrays(manifest: dict) -> dict[str, np.ndarray]:
+    """The arrays a manifest carries inline (``legacy``: version 1 stores and fresh builds)."""
+    legacy = manifest.get("legacy")
+    if not legacy:
+        return {}
+    out = {"concept_counts": np.asarray(legacy["counts"], dtype=np.int64)}
+    if legacy.get("sample_names") is not None:
+        out["sample_names"] = np.asarray(legacy["sample_names"], dtype=str)
+    return out
+
+
+def without_bulk(manifest: dict) -> dict:
+    """A manifest for writing: no ``legacy`` part and no per-concept counts (they are arrays)."""
+    out = {k: v for k, v in manifest.items() if k != "legacy"}
+    out["concepts"] = [{k: v for k, v in c.items() if k != "count"} for c in manifest["concepts"]]
+    return out
+
+
 class StoreWriter:
-    """A store being written into a temporary directory; :meth:`commit` puts it in place.
+    """A store being written into a staging directory; :meth:`commit` puts it in place.
 
     Use as a context manager: leaving the block by an exception removes the
-    temporary directory and leaves ``path`` as it was.
+    staging directory and leaves ``path`` as it was. Where ``path`` may be
+    written is decided up front (:func:`~cxql.store.commit.target_kind`): an
+    absent path or empty directory, or an existing store (replaced in place,
+    atomically); anything else only with ``force``, and never an input.
     """
 
-    def __init__(self, path: str | os.PathLike, tag: str = "build") -> None:
+    def __init__(self, path: str | os.PathLike, tag: str = "build", *, force: bool = False,
+                 inputs: Sequence[str | os.PathLike] = ()) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale(self.path, tag)
-        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.{tag}-{os.getpid()}-", dir=self.path.parent))
+        self.mode = target_kind(self.path, inputs, force)
+        if self.mode == "store":
+            self.tmp = new_staging(self.path)
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            remove_stale(self.path, tag)
+            self.tmp = public(Path(tempfile.mkdtemp(prefix=f".{self.path.name}.{tag}-{os.getpid()}-",
+                                                    dir=self.path.parent)))
         self._maps: list[np.memmap] = []
         self.position_ids = "plain"  # or "per-sample": how position_sig is laid out (cxql.store.ids)
 
@@ -82,6 +115,7 @@ class StoreWriter:
     def save(self, key: str, array: np.ndarray) -> None:
         """Write ``key.npy`` (``key`` may be a relative path such as ``layers/l4/thresholds``)."""
         np.save(self._file(key), np.asarray(array), allow_pickle=False)
+        commit._step("array")
 
     def save_signatures(self, bits: np.ndarray, position_sig: np.memmap,
                         sample_offsets: np.ndarray | None = None) -> np.ndarray:
@@ -132,16 +166,38 @@ class StoreWriter:
         narrow.flush()
         self._file(f"{key}.narrow").replace(self._file(key))
 
-    def commit(self, manifest: dict | None = None) -> Path:
-        """Flush, write the manifest (unless written already), and move the store into place."""
+    def commit(self, manifest: dict) -> Path:
+        """Flush, write the manifest naming every staged file, and switch the store at ``path`` to it."""
         for mm in self._maps:
             mm.flush()
         self._maps.clear()
-        if manifest is not None:
-            write_manifest(self.tmp, manifest)
-        if not (self.tmp / MANIFEST).exists():
-            raise RuntimeError("a store needs its manifest before it is committed")
-        replace_dir(self.tmp, self.path)
+        for key, arr in bulk_arrays(manifest).items():
+            if not self._file(key).exists():
+                self.save(key, arr)
+        manifest = without_bulk(manifest)
+
+        def change(_old: dict, top: dict, layers: dict) -> dict:
+            out = {**manifest, "arrays": top}
+            out["layers"] = {name: {**{k: v for k, v in meta.items() if k != "arrays"},
+                                    "arrays": layers.get(name, {})} for name, meta in manifest["layers"].items()}
+            missing = set(layers) - set(out["layers"])
+            if missing:
+                raise RuntimeError(f"layer files without a manifest entry: {sorted(missing)}")
+            return out
+
+        if self.mode == "store":
+            update_store(self.path, self.tmp, change)
+            return self.path
+        top, layers = staged_entries(self.tmp)
+        write_manifest(self.tmp, {**change({}, top, layers), "generation": 1})
+        if self.mode == "force" and os.path.lexists(self.path):
+            _replace_anything(self.tmp, self.path)
+        else:
+            try:
+                os.replace(self.tmp, self.path)  # onto nothing, or an empty directory
+            except OSError as exc:
+                raise StoreError(f"{self.path}: could not move the new store into place ({exc.strerror}); "
+                                 "another process may have written there") from None
         return self.path
 
     def abort(self) -> None:
@@ -165,33 +221,12 @@ def remove_stale(path: Path, tag: str) -> list[Path]:
     return removed
 
 
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def write_manifest(directory: Path, manifest: dict) -> None:
-    """Replace ``directory/manifest.json`` atomically."""
-    tmp = directory / f".{MANIFEST}.tmp"
-    tmp.write_text(json.dumps(manifest, indent=1), encoding="utf-8")
-    os.replace(tmp, directory / MANIFEST)
-
-
-def replace_dir(src: Path, dst: Path) -> None:
-    """Move ``src`` to ``dst``, replacing an existing ``dst`` with the shortest possible window."""
-    if dst.exists():
-        old = dst.with_name(f".{dst.name}.old")
-        if old.exists():
-            shutil.rmtree(old)
-        os.replace(dst, old)
-        os.replace(src, dst)
+def _replace_anything(src: Path, dst: Path) -> None:
+    """Replace what the user forced us to replace: move it aside, move ``src`` in, delete it."""
+    old = dst.with_name(f".{dst.name}.replaced-{os.getpid()}")
+    os.replace(dst, old)
+    os.replace(src, dst)
+    if old.is_dir() and not old.is_symlink():
         shutil.rmtree(old, ignore_errors=True)
     else:
-        os.replace(src, dst)
+        old.unlink()
