@@ -38,7 +38,14 @@ class Result:
     columns: list[str]
     rows: list[dict[str, Any]] = field(default_factory=list)
     message: str | None = None
+    #: Where the numbers come from (store, layer, threshold, metric, cxql version), set by the
+    #: session that ran the statement, so exports can say it (:data:`CONTEXT_KEYS`).
+    context: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {"statement": self.statement, "kind": self.kind, "columns": self.columns,
-                "rows": self.rows, "message": self.message}
+                "rows": self.rows, "message": self.message, "context": self.context}
+
+
+#: The keys of :attr:`Result.context`, in the order exports write them.
+CONTEXT_KEYS = ("cxql_version", "store", "layer", "threshold", "metric")

@@ -156,7 +156,8 @@ def test_meta_commands_run_from_the_prompt(session, tmp_path):
     out = drive(session, "MATCH water TOP 2", ENTER, f"\\save {target}", ENTER, "\\timing on", ENTER,
                 "\\format csv", ENTER, "SHOW categories", ENTER, "\\nope", ENTER)
     saved = json.loads(target.read_text())
-    assert len(saved[0]["rows"]) == 2 and saved[0]["rows"][0]["unit"] == 0
+    assert len(saved["results"][0]["rows"]) == 2 and saved["results"][0]["rows"][0]["unit"] == 0
+    assert saved["cxql_version"] == cxql.__version__ and saved["results"][0]["context"]["metric"] == "iou"
     assert "category,concepts" in out and "statement in" in out
     assert "unknown command \\nope" in out
 
@@ -187,7 +188,11 @@ def test_save_csv_and_errors(session, tmp_path):
         run_command(state, f"\\save {tmp_path / 'x.csv'}")
     state.last = session.execute("EVAL water ON unit 0, 1")
     run_command(state, f"\\save {tmp_path / 'x.csv'}")
-    assert (tmp_path / "x.csv").read_text().splitlines()[0].startswith("unit,formula,iou")
+    lines = (tmp_path / "x.csv").read_text().splitlines()
+    comments = dict(line[2:].split(": ", 1) for line in lines if line.startswith("# "))
+    assert comments["statement"] == "EVAL water ON unit 0, 1" and comments["layer"] == "layer1"
+    assert comments["cxql_version"] == cxql.__version__ and comments["metric"] == "iou"
+    assert lines[len(comments)].startswith("unit,formula,iou") and len(lines) == len(comments) + 3
     with pytest.raises(cxql.CxqlError, match="format"):
         run_command(state, f"\\save {tmp_path / 'x.txt'}")
 

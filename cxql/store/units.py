@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import numpy as np
-import torch
 
 from ..errors import DataError
 from .ids import SampleLocalIds
@@ -158,6 +157,8 @@ def active_positions(acts: np.ndarray, thresholds: np.ndarray, mask_shape: tuple
 def _upsampled(block: np.ndarray, unit: np.ndarray, sample: np.ndarray, start: int, t32: np.ndarray,
                mask_shape: tuple[int, ...] | None, block_bytes: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Active (unit, position) pairs of the given (sample, unit) maps, upsampled in batches."""
+    import torch  # here, not at the top: opening a store must not wait for torch (start-up time)
+
     if not mask_shape or len(mask_shape) != 2:
         raise DataError("spatial activations [samples, units, h, w] need a store with a 2-D mask shape")
     per_sample = mask_shape[0] * mask_shape[1]
