@@ -170,7 +170,10 @@ class _ToSyntax(Transformer):
         return ("accuracy", True)
 
     def search_stmt(self, items):
-        return s.Search(items[0], **dict(items[1:]))
+        options = dict(items[1:])
+        order = options.pop("order", None)
+        return s.Search(items[0], **options, order=order[0] if order else None,
+                        descending=bool(order and order[1]))
 
     def match_stmt(self, items):
         top = int(items[1]) if len(items) > 1 else None

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from .errors import QueryError
+
 
 class Progress(Protocol):
     """What long statements report to; the CLI and shell plug in Rich bars."""
@@ -49,3 +51,12 @@ class Result:
 
 #: The keys of :attr:`Result.context`, in the order exports write them.
 CONTEXT_KEYS = ("cxql_version", "store", "layer", "threshold", "metric")
+
+
+def order_rows(rows: list[dict[str, Any]], column: str, descending: bool, columns: list[str],
+               what: str) -> list[dict[str, Any]]:
+    """Rows sorted by ``column`` (``ORDER BY column [DESC]``), stably, so ties keep their order; None last."""
+    if column not in columns:
+        raise QueryError(f"cannot order {what} by {column!r}; columns: {', '.join(columns)}", needle=column)
+    present = [r for r in rows if r.get(column) is not None]
+    return sorted(present, key=lambda r: r[column], reverse=descending) + [r for r in rows if r.get(column) is None]

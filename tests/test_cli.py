@@ -207,3 +207,22 @@ def test_csv_has_one_table_per_statement(capsys, store_path) -> None:
     assert {k: match_meta[k] for k in ("layer", "metric", "store")} == {
         "layer": "conv", "metric": "iou", "store": str(store_path)}
     assert eval_meta["cxql_version"] == cxql.__version__ and eval_meta["threshold"] == "quantile:0.995"
+
+
+def test_no_message_points_to_a_spec_that_does_not_ship(capsys, tmp_path) -> None:
+    """Messages, help texts and the shell's docs name the project's own docs, never an unshipped SPEC."""
+    import ast
+    from pathlib import Path
+
+    root = Path(cxql.__file__).parent
+    for path in root.rglob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                      if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef)) and node.body
+                      and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+                assert "SPEC" not in node.value, f"{path.name}:{node.lineno}"
+    assert "SPEC" not in (root.parent / "docs" / "shell.md").read_text()
+    code, _, err = run(capsys, "store", "build", "broden", tmp_path, "--out", tmp_path / "s")
+    assert code == 1 and "index.csv" in err and "SPEC" not in err

@@ -221,3 +221,31 @@ def test_context_of_a_session_feeds_completion(session):
     assert [s.text for s in complete("EVAL we", ctx)] == ["wet"]
     assert [s.text for s in complete("\\layer ", ctx)] == ["layer1"]
     assert [s.text for s in complete("SEARCH unit 3", ctx)] == ["3"]
+
+
+@pytest.mark.parametrize("word", ["quit", "exit", "QUIT;", "  exit  "])
+def test_quit_and_exit_leave_the_shell(session, word):
+    out = drive(session, word, ENTER, "SHOW categories", ENTER)
+    assert "texture" not in out and "error" not in out
+
+
+@pytest.mark.parametrize("statement, shows", [
+    ("SEARCH", ["SEARCH UNIT units", "LENGTH INT", "BEAM INT", "DISTINCT", "ORDER BY"]),
+    ("search", ["SEARCH UNIT units", "LENGTH INT"]),
+    ("SHOW", ["SHOW CONCEPTS [LIKE STRING] [ORDER BY IDENT [ASC | DESC]]", "SHOW LETS", "SHOW UNIT INT"]),
+    ("EVAL", ["EVAL formula ON UNIT units"]),
+    ("MATCH", ["MATCH formula [TOP INT]"]),
+])
+def test_help_on_a_statement_shows_its_syntax_from_the_grammar(session, statement, shows):
+    state, out = state_for(session)
+    run_command(state, f"\\help {statement}")
+    for text in shows:
+        assert text in out.getvalue()
+
+
+def test_help_points_only_at_what_is_installed(session):
+    state, out = state_for(session)
+    run_command(state, "\\help")
+    assert "docs/" not in out.getvalue() and "\\help SEARCH" in out.getvalue()
+    with pytest.raises(cxql.CxqlError, match="unknown command"):
+        run_command(state, "\\help NOPE")

@@ -39,6 +39,8 @@ from .runner import run_statements
 from .statements import is_meta, runnable
 
 PROMPT = "cxql> "
+#: Typed alone, these leave the shell (like \\q or Ctrl-D); a concept so named is written quoted.
+LEAVE_WORDS = ("quit", "exit")
 
 _UI_STYLE = Style.from_dict({
     "prompt": "bold ansigreen",
@@ -118,6 +120,9 @@ class Shell:
     def handle(self, text: str) -> None:
         """Run one buffer (statements or a meta-command); report faults and go on."""
         if not text.strip():
+            return
+        if text.strip().rstrip(";").strip().lower() in LEAVE_WORDS:
+            self.state.done = True
             return
         try:
             if is_meta(text):

@@ -74,7 +74,8 @@ class Broden:
 def _read_csv(path: Path, required: Sequence[str]) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
     """(header, [(line, row)]) of a CSV file, with clear errors for missing files and columns."""
     if not path.is_file():
-        raise DataError(f"{path}: missing; {path.parent} is not a Broden directory (SPEC section 5)")
+        raise DataError(f"{path}: missing; {path.parent} is not a Broden directory (NetDissect's layout: "
+                        "index.csv, label.csv, category.csv, c_<category>.csv and the images/ folder)")
     try:
         with open(path, newline="", encoding="utf-8") as f:
             reader = csv.DictReader(f)
@@ -354,7 +355,7 @@ def parse_resolution(text: str) -> tuple[int, int]:
 
 
 def _add_parser(kinds: argparse._SubParsersAction) -> None:
-    p = kinds.add_parser("broden", help="a store from a Broden-layout directory (SPEC section 5)",
+    p = kinds.add_parser("broden", help="a store from a NetDissect Broden-layout directory",
                          description=__doc__.split("\n\n")[0])
     p.add_argument("broden_dir")
     p.add_argument("--out", required=True, help="store directory to write (replaced atomically)")
