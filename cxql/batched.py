@@ -69,7 +69,7 @@ def supports(resolver: Resolver) -> bool:
 #: A SEARCH from a session runs its units in at least this many chunks (of at least
 #: :data:`MIN_CHUNK_UNITS`), so Ctrl-C keeps the units of the chunks that finished and the
 #: progress bar moves as units finish; a chunk's units finish together, at its last step.
-SLICES = 8
+SLICES = 4
 MIN_CHUNK_UNITS = 4
 
 
