@@ -247,5 +247,8 @@ def test_help_points_only_at_what_is_installed(session):
     state, out = state_for(session)
     run_command(state, "\\help")
     assert "docs/" not in out.getvalue() and "\\help SEARCH" in out.getvalue()
-    with pytest.raises(cxql.CxqlError, match="unknown command"):
+    with pytest.raises(cxql.CxqlError, match="no command or statement called NOPE"):
         run_command(state, "\\help NOPE")
+    with pytest.raises(cxql.CxqlError) as info:
+        run_command(state, "\\help SERACH")
+    assert info.value.hint == "did you mean SEARCH?"

@@ -135,7 +135,7 @@ def _help(state: ShellState, arg: str) -> None:
         for line in syntax:
             state.console.print(Text("  " + line), highlight=False)
         return
-    chosen = [lookup(arg if arg.startswith("\\") else "\\" + arg)] if arg else list(COMMANDS.values())
+    chosen = [_help_topic(arg)] if arg else list(COMMANDS.values())
     rows = [{"command": " ".join(filter(None, [c.name, c.arg])), "does": c.help
              + (f" (also {', '.join(c.aliases)})" if c.aliases else "")} for c in chosen]
     print_table(Result(r"\help", "help", ["command", "does"], rows), state.console)
@@ -145,6 +145,16 @@ def _help(state: ShellState, arg: str) -> None:
                     state.console)
         _say(state, f"statements: {', '.join(statement_keywords())}, or a formula; "
                     "\\help SEARCH (or any statement) shows its syntax; quit or exit leaves")
+
+
+def _help_topic(arg: str) -> Command:
+    """The command ``\\help ARG`` asks about; a clear error naming commands and statements otherwise."""
+    try:
+        return lookup(arg if arg.startswith("\\") else "\\" + arg)
+    except UsageError:
+        words = [*statement_keywords(), *(c.name for c in COMMANDS.values())]
+        raise UsageError(f"no command or statement called {arg}",
+                         hint=did_you_mean(arg, words) or r"\help lists the commands") from None
 
 
 @command(r"\store", "open another concept store (settings and history carry over)", "PATH", paths=True)
