@@ -226,3 +226,7 @@ def test_no_message_points_to_a_spec_that_does_not_ship(capsys, tmp_path) -> Non
     assert "SPEC" not in (root.parent / "docs" / "shell.md").read_text()
     code, _, err = run(capsys, "store", "build", "broden", tmp_path, "--out", tmp_path / "s")
     assert code == 1 and "index.csv" in err and "SPEC" not in err
+    for argv in (["--help"], ["store", "build", "broden", "--help"], ["store", "build", "nli", "--help"],
+                 ["units", "add", "--help"], ["units", "record", "--help"], ["report", "--help"]):
+        code, out, _ = run(capsys, *argv)
+        assert code == 0 and "usage: cxql" in out and "SPEC" not in out, argv

@@ -1,4 +1,4 @@
-"""Concept stores from Broden-layout datasets (SPEC section 5), streamed image by image.
+"""Concept stores from NetDissect Broden-layout datasets, streamed image by image.
 
 Real Broden's ADE20k part is 22k images, 280 million positions at 112x112;
 dense masks would be 39 GB. So the builder never materialises them: each
