@@ -1,6 +1,6 @@
 """cxql: explain neurons with logical formulas over human concepts.
 
-The public API (SPEC section 4)::
+The public API (README.md, "Python API")::
 
     store = cxql.ConceptStore.from_masks(masks, names, categories)
     store.add_unit_masks("layer4", unit_masks)        # or store.add_units(layer, activations)
@@ -8,6 +8,10 @@ The public API (SPEC section 4)::
     session.execute("SEARCH unit * LENGTH 3 BEAM 10").rows
     cxql.parse("(water OR river) AND NOT blue")
     cxql.record(model, "layer4", store)                # a torch layer over the store's images
+
+Importing cxql does not import torch: the engine loads it when a statement
+first runs, and ``cxql.record`` when it first runs a model. So ``cxql --help``
+and ``cxql --version`` start fast.
 """
 
 from .engine import Result, Session, connect
@@ -15,6 +19,8 @@ from .errors import CxqlError
 from .parser import parse
 from .record import record
 from .store import ConceptStore, Threshold
+from .version import __version__
 
-__all__ = ["ConceptStore", "CxqlError", "Result", "Session", "Threshold", "connect", "parse", "record"]
-__version__ = "0.1.0"
+__all__ = ["ConceptStore", "CxqlError", "Result", "Session", "Threshold", "connect", "parse", "record",
+           "__version__"]
+

@@ -66,21 +66,37 @@ def supports(resolver: Resolver) -> bool:
     return len(set(names)) == len(names)
 
 
+#: A SEARCH from a session runs its units in at least this many chunks (of at least
+#: :data:`MIN_CHUNK_UNITS`), so Ctrl-C keeps the units of the chunks that finished and the
+#: progress bar moves as units finish; a chunk's units finish together, at its last step.
+SLICES = 4
+MIN_CHUNK_UNITS = 4
+
+
+def responsive_chunk(n_units: int) -> int:
+    """Units per chunk for a cancellable SEARCH of ``n_units`` (the memory bound may cut it further)."""
+    return max(MIN_CHUNK_UNITS, -(-n_units // SLICES))
+
+
 def batched_search(session: Any, units: list[int], *, length: int, beam: int,
                    distinct: bool) -> list[SearchResult]:
-    """The session's SEARCH: chunk by chunk, with progress and Ctrl-C (``session.cancel()``)."""
+    """The session's SEARCH: chunk by chunk, with progress and Ctrl-C (``session.cancel()``).
+
+    The bar counts finished units (a chunk's units at its end; each step only adds a
+    note), and a cancel drops only the chunk in progress: the units finished before stay.
+    """
     search = BatchedSearch(session.backend, session.resolver, session.unit_histograms(),
-                           length=length, beam=beam, distinct=distinct)
+                           length=length, beam=beam, distinct=distinct, unit_chunk=responsive_chunk(len(units)))
     out: list[SearchResult] = []
     session.progress.start(len(units), "SEARCH")
     try:
         for chunk in search.chunks(units):
-            done = search.run(chunk, session.progress.advance, lambda: session._cancel)
+            done = search.run(chunk, lambda note: session.progress.advance(0, note), lambda: session._cancel)
             if done is None:
                 break
             out.extend(done)
             for r in done:  # each unit's answer as it lands, for live displays
-                session.progress.advance(0, unit_note(r))
+                session.progress.advance(1, unit_note(r))
     finally:
         session.progress.finish()
     return out
@@ -177,9 +193,9 @@ class BatchedSearch:
 
     # ------------------------------------------------------------ one chunk
 
-    def run(self, units: list[int], advance: Callable[..., None] | None = None,
+    def run(self, units: list[int], note: Callable[[str], None] | None = None,
             cancelled: Callable[[], bool] | None = None) -> list[SearchResult] | None:
-        """Results for ``units`` in order, or None when cancelled before the end."""
+        """Results for ``units`` in order, or None when cancelled before the end; ``note`` hears each step."""
         chunk = self._units(units)
         results = [SearchResult(u, int(m), None, []) for u, m in zip(units, chunk.sizes.cpu().tolist())]
         if not len(self.nonempty):  # no concept covers anything: every answer is NONE
@@ -190,18 +206,14 @@ class BatchedSearch:
             chunk = self._units([units[i] for i in act.tolist()])
             beam, m_c = self._subset(beam, act), m_c[act]
         by_length = [{1: row[0]} for row in self._scored(beam)]
-        done = 0
         for step in range(1, self.length if len(act) else 1):
             if cancelled and cancelled():
                 return None
             beam = self._step(beam, chunk, m_c, by_length)
-            if advance:
-                advance(len(units) * step // self.length - done, f"units {units[0]}..{units[-1]}: length {step + 1}")
-                done = len(units) * step // self.length
+            if note:
+                note(f"units {units[0]}..{units[-1]}: length {step + 1}")
         for i, (r, entries) in enumerate(zip(act.tolist(), self._scored(beam))):
             results[r] = SearchResult(units[r], results[r].mask_size, entries[0], entries, by_length[i])
-        if advance:
-            advance(len(units) - done, f"units {units[0]}..{units[-1]}")
         return results
 
     def _units(self, units: list[int]) -> _Units:

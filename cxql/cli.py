@@ -5,6 +5,10 @@
     cxql -s STORE script.cxql             run a script file
     cxql units add STORE LAYER ACTS.npy   attach a layer's activations
     cxql store info STORE                 what a store holds
+    cxql --version
+
+Results are written as each statement finishes (json stays one valid object
+even after an error or Ctrl-C; see :class:`cxql.render.ResultWriter`).
 
 Exit status: 0 success, 1 query or data error, 2 usage error. Errors go to
 stderr as one message with the position of the fault, never a traceback.
@@ -20,12 +24,13 @@ from typing import Any, Callable, Sequence
 
 from .engine import Session, connect
 from .errors import CxqlError, DataError, UsageError
-from .render import FORMATS, render
+from .render import FORMATS, ResultWriter, render
 from .resources import demo_store_path
 from .store import ConceptStore, Threshold
 from .store.activation_files import load_activations
 from .store.units import check_activations
 from .store.validate_input import check_new_layer, describe_os_error
+from .version import __version__
 
 #: Subcommand groups: name -> function adding its parser(s) to the subparsers.
 #: Each sets ``func`` (args -> exit code) on the parsers it adds.
@@ -82,6 +87,7 @@ def _query_parser() -> argparse.ArgumentParser:
         prog="cxql", description="Explain neurons with logical formulas over concepts.",
         epilog="subcommands: " + ", ".join(["store", "units", *[n for n in SUBCOMMANDS if n not in ("store", "units")]])
         + " (cxql SUBCOMMAND --help)")
+    p.add_argument("--version", action="version", version=f"cxql {__version__}")
     p.add_argument("-s", "--store", help="concept store directory (default: the bundled demo store)")
     p.add_argument("-c", "--command", action="append", metavar="QUERY",
                    help="run QUERY and print its results (repeatable)")
@@ -204,15 +210,37 @@ def run_queries(args: argparse.Namespace) -> int:
             from .shell import run_shell
             return run_shell(session)
         sources.append(("<stdin>", sys.stdin.read()))
-    for origin, text in sources:
-        try:
-            results = list(session.stream(text))
-        except CxqlError as exc:
-            if origin not in ("-c",):
-                exc.message = f"{origin}: {exc.message}"
-            raise
-        render(results, args.format, sys.stdout)
+    writer = ResultWriter(args.format, sys.stdout)
+    try:
+        for origin, text in sources:
+            _run_source(session, origin, text, writer)
+    except BaseException as exc:
+        try:  # the json object closes even on error or Ctrl-C, and says why it stopped
+            writer.close(error="interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc))
+        except OSError:
+            pass
+        raise
+    writer.close()
     return 0
+
+
+def _run_source(session: Session, origin: str, text: str, writer: ResultWriter) -> None:
+    """Run one script or ``-c`` text, writing each result as its statement finishes.
+
+    Statements run in a worker thread (:func:`cxql.shell.runner.run_statements`), so
+    Ctrl-C cancels a SEARCH cleanly: the units it finished are written, then cxql stops.
+    """
+    from .shell.runner import run_statements
+
+    outcome = run_statements(session, text, on_result=writer.write)
+    if outcome.cancelled:
+        raise KeyboardInterrupt
+    if isinstance(outcome.error, CxqlError):
+        if origin != "-c":
+            outcome.error.message = f"{origin}: {outcome.error.message}"
+        raise outcome.error
+    if outcome.error is not None:
+        raise outcome.error
 
 
 def main(argv: Sequence[str] | None = None) -> int:

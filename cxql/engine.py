@@ -5,28 +5,36 @@ runs statements through the compiler, the backend kernels and beam search.
 The CLI, the shell and the Python API all call :meth:`Session.execute`, and
 all formatting happens in :mod:`cxql.render`, so every front end shows the
 same numbers.
+
+Torch and the computing modules (statements, search, backend) are imported
+when the first statement runs, not when a session opens: ``cxql --help``, a
+store's start-up and the shell's prompt do not wait for torch (issue 11).
+The shell warms them up in a background thread (:func:`warm_up`).
 """
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
-import torch
 
-from . import batched, introspect
-from . import statements as st
 from . import syntax as s
-from .backend import Backend
 from .compiler import Compiler, Plan, Resolver
 from .errors import CxqlError, NameResolutionError, QueryError
 from .parser import parse_with_spans
 from .result import Progress, Quiet, Result
-from .search import SearchResult
 from .settings import defaults
 from .store import ConceptStore, Layer, Threshold
 from .store import units as un
+from .version import __version__
+
+if TYPE_CHECKING:  # torch and the modules that compute load on first use (start-up time)
+    import torch
+
+    from .backend import Backend
+    from .search import SearchResult
 
 
 def connect(store: "str | Path | ConceptStore") -> "Session":
@@ -68,8 +76,24 @@ class Session:
     def run(self, statement: s.Statement) -> Result:
         """Run one parsed statement."""
         self._cancel = False
-        handler = _HANDLERS[type(statement)]
-        return handler(self, statement)
+        handler = _handlers()[type(statement)]
+        result = handler(self, statement)
+        result.context = self.context()
+        return result
+
+    def context(self) -> dict[str, Any]:
+        """What an exported result needs to be read later: store, layer, threshold, metric, cxql version."""
+        layer = self.settings["layer"] or next(iter(self.store.layers), None)
+        threshold = None
+        if layer in self.store.layers:
+            rule = self.store.layers[layer].threshold
+            override = self.settings["threshold"]
+            try:
+                threshold = str(rule if override is None else Threshold.parse(override, self.store.default_threshold()))
+            except CxqlError:
+                threshold = str(override)
+        return {"cxql_version": __version__, "store": str(self.store.path) if self.store.path else None,
+                "layer": layer, "threshold": threshold, "metric": "iou"}
 
     def cancel(self) -> None:
         """Ask a running SEARCH to stop after the current step (the shell's Ctrl-C)."""
@@ -79,6 +103,10 @@ class Session:
 
     @property
     def backend(self) -> Backend:
+        import torch
+
+        from .backend import Backend
+
         chunk = int(self.settings["chunk_mb"]) << 20
         device = self.settings["device"]
         if self._backend is None or str(self._backend.device) != str(torch.device(device)) \
@@ -152,15 +180,27 @@ class Session:
 
     def searcher(self) -> Callable[..., list[SearchResult]]:
         """The SEARCH implementation: the batched engine, or per-unit beam search (``SET engine = 'plain'``)."""
+        from . import batched
+        from . import statements as st
+
         plain = self.settings["engine"] == "plain" or not batched.supports(self.resolver)
         return st.search_units if plain else batched.batched_search
 
 
-_HANDLERS: dict[type, Callable[[Session, Any], Result]] = {
-    s.FormulaStmt: st.formula, s.Eval: st.evaluate, s.Search: st.search, s.Match: st.match, s.Let: st.let,
-    s.Set: st.set_, s.Show: introspect.show, s.Explain: introspect.explain,
-}
+@lru_cache(maxsize=1)
+def _handlers() -> dict[type, Callable[[Session, Any], Result]]:
+    """Statement type -> handler; importing the handlers imports torch, so not before the first statement."""
+    from . import introspect
+    from . import statements as st
 
+    return {s.FormulaStmt: st.formula, s.Eval: st.evaluate, s.Search: st.search, s.Match: st.match,
+            s.Let: st.let, s.Set: st.set_, s.Show: introspect.show, s.Explain: introspect.explain}
+
+
+def warm_up() -> None:
+    """Import what statements need (torch above all), e.g. from a thread while a prompt waits for input."""
+    _handlers()
+    from . import backend, batched  # noqa: F401
 
 
 def _neighbors_provider(store: ConceptStore):
@@ -172,4 +212,4 @@ def _neighbors_provider(store: ConceptStore):
     return neighbors_for(store)
 
 
-__all__ = ["Result", "Session", "connect"]
+__all__ = ["Result", "Session", "connect", "warm_up"]

@@ -49,7 +49,8 @@ def show(session: Session, stmt: s.Show) -> Result:
         return Result(str(stmt), "show", ["property", "value"], rows)
     if stmt.what == "lets":
         rows = [{"name": k, "formula": str(v)} for k, v in session.lets.items()]
-        return Result(str(stmt), "show", ["name", "formula"], rows)
+        return Result(str(stmt), "show", ["name", "formula"], rows,
+                      None if rows else "no LET names yet: define one with LET name = formula")
     rows = [{"name": k, "value": session.settings[k], "help": v.help} for k, v in SETTINGS.items()]
     return Result(str(stmt), "show", ["name", "value", "help"], rows)
 

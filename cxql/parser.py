@@ -10,13 +10,14 @@ keywords only where the grammar expects them.
 from __future__ import annotations
 
 import ast
+import re
 from functools import lru_cache
 
 from lark import Lark, Token, Transformer, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 from . import syntax as s
-from .errors import QuerySyntaxError, Span
+from .errors import QuerySyntaxError, Span, did_you_mean
 from .resources import data_path
 
 #: How terminals read in "expected ..." messages.
@@ -169,7 +170,10 @@ class _ToSyntax(Transformer):
         return ("accuracy", True)
 
     def search_stmt(self, items):
-        return s.Search(items[0], **dict(items[1:]))
+        options = dict(items[1:])
+        order = options.pop("order", None)
+        return s.Search(items[0], **options, order=order[0] if order else None,
+                        descending=bool(order and order[1]))
 
     def match_stmt(self, items):
         top = int(items[1]) if len(items) > 1 else None
@@ -261,6 +265,9 @@ def _syntax_error(exc: UnexpectedInput, text: str) -> QuerySyntaxError:
             end = (token.end_pos or start + 1)
             start = token.start_pos if token.start_pos is not None else start
         expected = exc.accepts or exc.expected
+        blamed = _blame_previous(exc, text)
+        if blamed is not None:
+            return blamed
     elif isinstance(exc, UnexpectedCharacters):
         what = f"unexpected character {text[exc.pos_in_stream]!r}"
         expected = exc.allowed or set()
@@ -275,6 +282,58 @@ def _syntax_error(exc: UnexpectedInput, text: str) -> QuerySyntaxError:
     hint = _describe(set(expected))
     return QuerySyntaxError(what, span=Span(line, column, start, end), text=text,
                             hint=hint or None)
+
+
+def _blame_previous(exc: UnexpectedToken, text: str) -> QuerySyntaxError | None:
+    """The error for the token before the one Lark stopped at, when that token is the real fault.
+
+    The contextual lexer reads a keyword as a concept name where no keyword
+    fits (``ink AND AND loop``: the second AND is a name, and Lark only
+    stops at ``loop``), and cuts a word after a keyword it knows (``units``
+    lexes as UNIT then ``s``). Both are blamed on the earlier token, with
+    what the parser expected there.
+    """
+    prev = exc.token_history[-1] if getattr(exc, "token_history", None) else None
+    token = exc.token
+    if prev is None or prev.start_pos is None or token.type == "$END" or token.start_pos is None:
+        return None
+    glued = prev.end_pos == token.start_pos and _WORD.fullmatch(str(prev)) and _WORD.match(str(token))
+    if glued:
+        word = _WORD.match(text, prev.start_pos)
+        assert word is not None
+        start, end = prev.start_pos, word.end()
+        keyword = prev.type != "IDENT" and str(prev).upper() in _keywords()
+        hint = did_you_mean(str(prev), [str(prev).upper()]) if keyword else None
+    elif prev.type == "IDENT" and str(prev).upper() in _keywords():
+        start, end = prev.start_pos, prev.end_pos
+        hint = f"to use {prev!s} as a concept name, quote it: '{prev!s}'"
+    else:
+        return None
+    expected = _describe(_accepts_at(text, start) or set(exc.accepts or exc.expected))
+    line = text.count("\n", 0, start) + 1
+    column = start - (text.rfind("\n", 0, start) + 1) + 1
+    return QuerySyntaxError(f"unexpected {text[start:end]:.40}", span=Span(line, column, start, end), text=text,
+                            hint="; ".join(filter(None, [expected, hint])) or None)
+
+
+_WORD = re.compile(r"[A-Za-z0-9_']+")
+
+
+@lru_cache(maxsize=1)
+def _keywords() -> frozenset[str]:
+    """The grammar's keywords, upper case (AND, OR, ON, SEARCH, ...)."""
+    return frozenset(t.pattern.value.upper() for t in _lark().terminals
+                     if t.pattern.type == "str" and t.pattern.value.isalpha())
+
+
+def _accepts_at(text: str, pos: int) -> set[str]:
+    """The terminals the parser would accept after ``text[:pos]`` (empty when that cannot be told)."""
+    try:
+        interactive = _lark().parse_interactive(text[:pos])
+        interactive.exhaust_lexer()
+        return set(interactive.accepts())
+    except UnexpectedInput:
+        return set()
 
 
 def _end_position(text: str) -> tuple[int, int, int]:

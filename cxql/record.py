@@ -31,15 +31,21 @@ import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
-import torch
 
 from .errors import DataError, UsageError, did_you_mean
 from .store import ConceptStore, Layer
 from .store import units as un
 from .store.validate_input import check_new_layer
+
+if TYPE_CHECKING:
+    import torch
+else:  # torch loads when a model runs, not when cxql is imported (start-up time)
+    from .lazy import lazy_module
+
+    torch = lazy_module("torch")
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -19,6 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .result import Result
+from .version import __version__
 
 FORMATS = ("table", "json", "jsonl", "csv")
 #: Statements that change the session: their acknowledgement is no data row in jsonl or csv.
@@ -42,23 +43,79 @@ def to_plain(value: Any) -> Any:
 
 def render(results: Iterable[Result], fmt: str, out: TextIO, console: Console | None = None) -> None:
     """Write results to ``out`` in format ``fmt`` (one of FORMATS)."""
-    if fmt == "json":
-        json.dump([to_plain(r.to_json()) for r in results], out, indent=2)
-        out.write("\n")
-    elif fmt == "jsonl":
-        for r in results:
-            if r.kind in SILENT_IN_ROWS:
-                continue
-            for row in r.rows:
-                out.write(json.dumps(to_plain(row)) + "\n")
-    elif fmt == "csv":
-        for r in results:
-            if r.kind not in SILENT_IN_ROWS:
-                write_csv(r, out)
-    else:
-        console = console or table_console(out)
-        for r in results:
-            print_table(r, console)
+    writer = ResultWriter(fmt, out, console)
+    for r in results:
+        writer.write(r)
+    writer.close()
+
+
+class ResultWriter:
+    """Writes results one by one as statements finish, so a later error or Ctrl-C keeps the earlier ones.
+
+    The machine formats carry where the numbers come from (each result's
+    :attr:`~cxql.result.Result.context`: cxql version, store, layer,
+    threshold, metric):
+
+    * json: one object ``{"cxql_version", "store", "results": [...], "error"}``,
+      each result with its ``context``; :meth:`close` ends it, so the text is
+      valid JSON even after an error (``"error"`` holds its message) or an
+      interrupt (``"interrupted"``).
+    * jsonl: one object per data row, each with a ``context`` object (the
+      above plus the ``statement``); SET and LET write no row.
+    * csv: one table per statement: ``# key: value`` comment lines (the
+      statement and its context), then the header and the rows; tables are
+      separated by a blank line (``pandas.read_csv(path, comment="#")`` reads
+      a one-statement file).
+    """
+
+    def __init__(self, fmt: str, out: TextIO, console: Console | None = None) -> None:
+        if fmt not in FORMATS:
+            raise ValueError(f"unknown format {fmt!r}")
+        self.fmt, self.out = fmt, out
+        self.console = console or (table_console(out) if fmt == "table" else None)
+        self.count = 0  # results written
+        self.tables = 0  # csv tables written
+        self.closed = False
+        self._started = False  # json: the opening written
+
+    def write(self, result: Result) -> None:
+        if self.fmt == "json":
+            self._json_start(result.context)
+            body = json.dumps(to_plain(result.to_json()), indent=2)
+            self.out.write(("" if self.count == 0 else ",\n") + "\n".join("    " + line for line in body.splitlines()))
+        elif self.fmt == "jsonl":
+            if result.kind not in SILENT_IN_ROWS:
+                context = {"statement": result.statement, **result.context}
+                for row in result.rows:
+                    self.out.write(json.dumps(to_plain({**row, "context": context})) + "\n")
+        elif self.fmt == "csv":
+            if result.kind not in SILENT_IN_ROWS:
+                if self.tables:
+                    self.out.write("\n")
+                write_csv(result, self.out)
+                self.tables += 1
+        else:
+            assert self.console is not None
+            print_table(result, self.console)
+        self.count += 1
+        self.out.flush()
+
+    def close(self, error: str | None = None) -> None:
+        """Finish the output (the json object's closing brackets); ``error`` is recorded in json."""
+        if self.closed:
+            return
+        self.closed = True
+        if self.fmt == "json":
+            self._json_start({})
+            self.out.write(("\n" if self.count else "") + "  ],\n  \"error\": " + json.dumps(error) + "\n}\n")
+            self.out.flush()
+
+    def _json_start(self, context: dict[str, Any]) -> None:
+        if not self._started:
+            self._started = True
+            head = {"cxql_version": context.get("cxql_version", __version__), "store": context.get("store")}
+            self.out.write("{\n" + "".join(f"  {json.dumps(k)}: {json.dumps(v)},\n" for k, v in head.items())
+                           + '  "results": [\n')
 
 
 def table_console(out: TextIO) -> Console:
@@ -68,10 +125,10 @@ def table_console(out: TextIO) -> Console:
 
 
 def write_csv(result: Result, out: TextIO) -> None:
-    """Rows as CSV with a header; nested values (by_length) as JSON text."""
-    if not result.rows:
-        return
-    columns = list(dict.fromkeys(k for row in result.rows for k in row))
+    """One statement's table: ``# key: value`` comment lines, a header, the rows; nested values as JSON text."""
+    columns = list(dict.fromkeys(k for row in result.rows for k in row)) or list(result.columns)
+    for key, value in {"statement": result.statement, **result.context}.items():
+        out.write(f"# {key}: {' '.join(str(value).split())}\n")
     writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     for row in result.rows:

@@ -16,7 +16,7 @@ import torch
 from . import syntax as s
 from .backend import Backend
 from .errors import NameResolutionError, QueryError
-from .result import Result
+from .result import Result, order_rows
 from .search import SearchResult, beam_search, iou_of, unit_note
 from .settings import check_setting
 from .store import ConceptStore
@@ -99,6 +99,8 @@ def search(session: Session, stmt: s.Search) -> Result:
         columns[3:3] = ["favours", "accuracy"]
     if len(results) < len(units):
         notes.append(f"cancelled after {len(results)} of {len(units)} units")
+    if stmt.order is not None:
+        rows = order_rows(rows, stmt.order, stmt.descending, columns, "SEARCH results")
     return Result(str(stmt), "search", columns, rows, "; ".join(notes) or None)
 
 

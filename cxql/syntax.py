@@ -174,6 +174,8 @@ class Search:
     beam: int | None = None
     distinct: bool = False
     accuracy: bool = False  # WITH accuracy: the NLI analysis next to each formula (text stores)
+    order: str | None = None  # ORDER BY a result column (``descending``: DESC); None keeps unit order
+    descending: bool = False
 
     def __str__(self) -> str:
         out = f"SEARCH unit {self.units}"
@@ -185,6 +187,8 @@ class Search:
             out += " DISTINCT"
         if self.accuracy:
             out += " WITH accuracy"
+        if self.order is not None:
+            out += f" ORDER BY {self.order}" + (" DESC" if self.descending else "")
         return out
 
 

@@ -122,3 +122,34 @@ def test_cancel_stops_between_steps() -> None:
     session.progress = CancelAtOnce()
     result = session.execute("SEARCH unit * LENGTH 5 BEAM 3")
     assert result.rows == [] and "cancelled" in result.message
+
+
+def test_cancel_keeps_the_units_finished_and_the_bar_counts_units() -> None:
+    """A cancelled SEARCH keeps finished units on the batched engine too, and the bar counts units, not steps."""
+    concepts, names, units = random_store_data(1, n=400, u=32)
+    store = cxql.ConceptStore.from_masks(concepts, names)
+    store.add_unit_masks("l", units)
+    full = cxql.connect(store).execute("SEARCH unit * LENGTH 4 BEAM 3").rows
+    session = cxql.connect(store)
+    events: list[tuple[int, str | None]] = []
+
+    class CancelAtHalf:
+        def start(self, total, description):
+            self.done = 0
+
+        def advance(self, n=1, note=None):
+            events.append((n, note))
+            self.done += n
+            if self.done >= 16:
+                session.cancel()
+
+        def finish(self):
+            pass
+
+    session.progress = CancelAtHalf()
+    result = session.execute("SEARCH unit * LENGTH 4 BEAM 3")
+    assert 16 <= len(result.rows) < 32 and result.rows == full[:len(result.rows)]
+    assert f"cancelled after {len(result.rows)} of 32 units" in result.message
+    finished = [note for n, note in events if n]
+    assert all(n in (0, 1) for n, _ in events) and len(finished) == len(result.rows)
+    assert finished[:2] == [f"unit 0: {full[0]['formula']}", f"unit 1: {full[1]['formula']}"]

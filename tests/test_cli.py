@@ -43,12 +43,22 @@ def test_search_jsonl_rows_evaluate_back(capsys, store_path) -> None:
         assert json.loads(out)["iou"] == row["iou"]
 
 
+def csv_tables(text: str) -> list[tuple[dict[str, str], list[dict[str, str]]]]:
+    """cxql's csv: tables separated by blank lines, each ``# key: value`` comments, a header, rows."""
+    tables = []
+    for block in text.strip("\n").split("\n\n"):
+        lines = block.splitlines()
+        comments = dict(line[2:].split(": ", 1) for line in lines if line.startswith("# "))
+        tables.append((comments, list(csv.DictReader(line for line in lines if not line.startswith("#")))))
+    return tables
+
+
 def test_formats(capsys, store_path) -> None:
     _, out, _ = run(capsys, "-s", store_path, "-c", "EVAL c4 ON unit 0..1", "--format", "csv")
-    rows = list(csv.DictReader(io.StringIO(out)))
+    [(_, rows)] = csv_tables(out)
     assert [r["unit"] for r in rows] == ["0", "1"]
     _, out, _ = run(capsys, "-s", store_path, "-c", "c4", "--format", "json")
-    assert json.loads(out)[0]["rows"][0]["formula"] == "c4"
+    assert json.loads(out)["results"][0]["rows"][0]["formula"] == "c4"
     _, out, _ = run(capsys, "-s", store_path, "-c", "SEARCH unit 0 LENGTH 2")
     assert "formula" in out and "iou" in out
 
@@ -117,3 +127,106 @@ def test_jsonl_holds_only_data_rows(capsys, store_path) -> None:
     code, out, _ = run(capsys, "-s", store_path, "-c", "SET beam = 3; LET w = c4 OR c5; EVAL w ON unit 0",
                        "--format", "jsonl")
     assert code == 0 and [json.loads(line)["formula"] for line in out.splitlines()] == ["(c4 OR c5)"]
+
+
+# ---------------------------------------------------------------- results stream; exports say where they come from
+
+LATER_ERROR = "EVAL c4 ON unit 0; SEARCH unit 1 LENGTH 2; EVAL c4 ON unit 99"
+
+
+@pytest.mark.parametrize("fmt", ["table", "json", "jsonl", "csv"])
+def test_a_later_error_keeps_the_earlier_results(capsys, store_path, fmt) -> None:
+    code, out, err = run(capsys, "-s", store_path, "-c", LATER_ERROR, "--format", fmt)
+    assert code == 1 and "unit 99 does not exist" in err
+    if fmt == "json":
+        data = json.loads(out)  # still valid JSON: the object is closed, with the error in it
+        assert [r["kind"] for r in data["results"]] == ["eval", "search"]
+        assert "unit 99 does not exist" in data["error"]
+    elif fmt == "jsonl":
+        assert [json.loads(line)["unit"] for line in out.splitlines()] == [0, 1]
+    elif fmt == "csv":
+        assert [rows[0]["unit"] for _, rows in csv_tables(out)] == ["0", "1"]
+    else:
+        assert "c4" in out and "mask_size" in out
+
+
+def test_ctrl_c_keeps_what_finished(capsys, store_path, monkeypatch) -> None:
+    """Ctrl-C during a SEARCH: the earlier result and the finished units are written; exit 130."""
+    import _thread
+    import time
+
+    from cxql import cli
+
+    sessions = []
+    monkeypatch.setattr(cli, "connect", lambda path: sessions.append(cxql.connect(path)) or sessions[-1])
+
+    class InterruptAfterTwoUnits(cli.RichProgress):
+        def start(self, total: int, description: str) -> None:
+            self.units = 0
+
+        def advance(self, n: int = 1, note: str | None = None) -> None:
+            self.units += n
+            if self.units == 2:
+                _thread.interrupt_main()  # what Ctrl-C does
+                deadline = time.monotonic() + 5
+                while not sessions[0]._cancel and time.monotonic() < deadline:
+                    time.sleep(0.01)  # until the main thread has asked the SEARCH to stop
+
+    monkeypatch.setattr(cli, "RichProgress", InterruptAfterTwoUnits)
+    code, out, err = run(capsys, "-s", store_path, "-c", "EVAL c4 ON unit 0", "-c",
+                         "SET engine = 'plain'; SEARCH unit * LENGTH 2; EVAL c5 ON unit 0", "--format", "json")
+    data = json.loads(out)
+    assert code == 130 and "interrupted" in err and data["error"] == "interrupted"
+    eval_, set_, search = data["results"]
+    assert [r["unit"] for r in search["rows"]] == [0, 1] and "cancelled after 2 of 6 units" in search["message"]
+
+
+def test_exports_carry_their_context(capsys, store_path) -> None:
+    query = "EVAL c4 ON unit 0; SET threshold = 'quantile:0.9'; EVAL c4 ON unit 0"
+    _, out, _ = run(capsys, "-s", store_path, "-c", query, "--format", "json")
+    data = json.loads(out)
+    assert data["cxql_version"] == cxql.__version__ and data["store"] == str(store_path)
+    contexts = [r["context"] for r in data["results"]]
+    assert [c["threshold"] for c in contexts] == ["quantile:0.995", "quantile:0.9", "quantile:0.9"]
+    assert {c["layer"] for c in contexts} == {"conv"} and {c["metric"] for c in contexts} == {"iou"}
+
+    _, out, _ = run(capsys, "-s", store_path, "-c", query, "--format", "jsonl")
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert [(r["context"]["statement"], r["context"]["threshold"]) for r in rows] == [
+        ("EVAL c4 ON unit 0", "quantile:0.995"), ("EVAL c4 ON unit 0", "quantile:0.9")]
+    assert rows[0]["context"]["cxql_version"] == cxql.__version__
+
+
+def test_csv_has_one_table_per_statement(capsys, store_path) -> None:
+    _, out, _ = run(capsys, "-s", store_path, "-c", "EVAL c4 ON unit 0..1; SET beam = 2; MATCH c5 TOP 3",
+                    "--format", "csv")
+    (eval_meta, eval_rows), (match_meta, match_rows) = csv_tables(out)
+    assert eval_meta["statement"] == "EVAL c4 ON unit 0..1" and len(eval_rows) == 2
+    assert match_meta["statement"] == "MATCH c5 TOP 3" and len(match_rows) == 3
+    assert "intersection" in eval_rows[0] and "intersection" not in match_rows[0]  # each table its own header
+    assert {k: match_meta[k] for k in ("layer", "metric", "store")} == {
+        "layer": "conv", "metric": "iou", "store": str(store_path)}
+    assert eval_meta["cxql_version"] == cxql.__version__ and eval_meta["threshold"] == "quantile:0.995"
+
+
+def test_no_message_points_to_a_spec_that_does_not_ship(capsys, tmp_path) -> None:
+    """Messages, help texts and the shell's docs name the project's own docs, never an unshipped SPEC."""
+    import ast
+    from pathlib import Path
+
+    root = Path(cxql.__file__).parent
+    for path in root.rglob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                      if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef)) and node.body
+                      and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+                assert "SPEC" not in node.value, f"{path.name}:{node.lineno}"
+    assert "SPEC" not in (root.parent / "docs" / "shell.md").read_text()
+    code, _, err = run(capsys, "store", "build", "broden", tmp_path, "--out", tmp_path / "s")
+    assert code == 1 and "index.csv" in err and "SPEC" not in err
+    for argv in (["--help"], ["store", "build", "broden", "--help"], ["store", "build", "nli", "--help"],
+                 ["units", "add", "--help"], ["units", "record", "--help"], ["report", "--help"]):
+        code, out, _ = run(capsys, *argv)
+        assert code == 0 and "usage: cxql" in out and "SPEC" not in out, argv

@@ -221,3 +221,24 @@ def test_random_formulas_count_like_numpy(small_store, seed) -> None:
     assert session.execute(text).rows[0]["positions"] == mask.sum()
     for row in session.execute(f"EVAL {text} ON unit *").rows:
         assert row["iou"] == ref.iou(mask, units[:, row["unit"]])
+
+
+@pytest.mark.parametrize("engine", ["plain", "batched"])
+def test_search_results_sort_by_a_column(small_store, engine) -> None:
+    store, *_ = small_store
+    session = cxql.connect(store)
+    session.execute(f"SET engine = '{engine}'")
+    plain = session.execute("SEARCH unit * LENGTH 2").rows
+    by_iou = session.execute("SEARCH unit * LENGTH 2 ORDER BY iou DESC").rows
+    assert by_iou == sorted(plain, key=lambda r: -r["iou"])  # stable: ties keep unit order
+    by_size = session.execute("SEARCH unit * LENGTH 2 ORDER BY mask_size").rows
+    assert [r["mask_size"] for r in by_size] == sorted(r["mask_size"] for r in plain)
+    with pytest.raises(QueryError, match="cannot order SEARCH results by 'size'") as info:
+        session.execute("SEARCH unit * ORDER BY size")
+    assert info.value.span is not None and info.value.text[info.value.span.start:info.value.span.end] == "size"
+
+
+def test_show_lets_with_none_says_so(small_store) -> None:
+    store, *_ = small_store
+    result = cxql.connect(store).execute("SHOW lets")
+    assert result.rows == [] and "no LET names yet" in result.message

@@ -67,3 +67,27 @@ def test_statements_carry_their_spans() -> None:
 
 def test_comments_and_blank_lines_are_ignored() -> None:
     assert parse_script("-- only a comment\n\n").statements == ()
+
+
+@pytest.mark.parametrize("query, blamed, message, hint", [
+    # a keyword where a concept should be: the lexer reads it as a name; the error names the keyword
+    ("EVAL ink AND AND loop ON unit 3", "AND", "unexpected AND", "a concept name"),
+    ("EVAL ink OR or loop ON unit 3", "or", "unexpected or", "quote it"),
+    ("EVAL x AND NOT on unit 3", "on", "unexpected on", "a concept name"),
+    # a word the lexer cut after a keyword it knows: the error names the whole word
+    ("SEARCH units 3", "units", "unexpected units", "did you mean UNIT?"),
+    ("SEARCH unit 3 LENGTHS 2", "LENGTHS", "unexpected LENGTHS", "did you mean LENGTH?"),
+])
+def test_syntax_errors_blame_the_token_at_fault(query, blamed, message, hint) -> None:
+    with pytest.raises(QuerySyntaxError) as info:
+        parse_script(query)
+    err = info.value
+    assert query[err.span.start:err.span.end] == blamed
+    assert err.message == message and hint in (err.hint or "")
+    caret_line = str(err).splitlines()[2]
+    assert caret_line.strip() == "^" * len(blamed)
+
+
+@pytest.mark.parametrize("query", ["EVAL 'and' AND x ON unit 1", "EVAL on AND x ON unit 1", "SEARCH unit 3"])
+def test_keywords_used_as_names_still_parse(query) -> None:
+    assert parse_script(query).statements

@@ -156,7 +156,8 @@ def test_meta_commands_run_from_the_prompt(session, tmp_path):
     out = drive(session, "MATCH water TOP 2", ENTER, f"\\save {target}", ENTER, "\\timing on", ENTER,
                 "\\format csv", ENTER, "SHOW categories", ENTER, "\\nope", ENTER)
     saved = json.loads(target.read_text())
-    assert len(saved[0]["rows"]) == 2 and saved[0]["rows"][0]["unit"] == 0
+    assert len(saved["results"][0]["rows"]) == 2 and saved["results"][0]["rows"][0]["unit"] == 0
+    assert saved["cxql_version"] == cxql.__version__ and saved["results"][0]["context"]["metric"] == "iou"
     assert "category,concepts" in out and "statement in" in out
     assert "unknown command \\nope" in out
 
@@ -187,7 +188,11 @@ def test_save_csv_and_errors(session, tmp_path):
         run_command(state, f"\\save {tmp_path / 'x.csv'}")
     state.last = session.execute("EVAL water ON unit 0, 1")
     run_command(state, f"\\save {tmp_path / 'x.csv'}")
-    assert (tmp_path / "x.csv").read_text().splitlines()[0].startswith("unit,formula,iou")
+    lines = (tmp_path / "x.csv").read_text().splitlines()
+    comments = dict(line[2:].split(": ", 1) for line in lines if line.startswith("# "))
+    assert comments["statement"] == "EVAL water ON unit 0, 1" and comments["layer"] == "layer1"
+    assert comments["cxql_version"] == cxql.__version__ and comments["metric"] == "iou"
+    assert lines[len(comments)].startswith("unit,formula,iou") and len(lines) == len(comments) + 3
     with pytest.raises(cxql.CxqlError, match="format"):
         run_command(state, f"\\save {tmp_path / 'x.txt'}")
 
@@ -216,3 +221,34 @@ def test_context_of_a_session_feeds_completion(session):
     assert [s.text for s in complete("EVAL we", ctx)] == ["wet"]
     assert [s.text for s in complete("\\layer ", ctx)] == ["layer1"]
     assert [s.text for s in complete("SEARCH unit 3", ctx)] == ["3"]
+
+
+@pytest.mark.parametrize("word", ["quit", "exit", "QUIT;", "  exit  "])
+def test_quit_and_exit_leave_the_shell(session, word):
+    out = drive(session, word, ENTER, "SHOW categories", ENTER)
+    assert "texture" not in out and "error" not in out
+
+
+@pytest.mark.parametrize("statement, shows", [
+    ("SEARCH", ["SEARCH UNIT units", "LENGTH INT", "BEAM INT", "DISTINCT", "ORDER BY"]),
+    ("search", ["SEARCH UNIT units", "LENGTH INT"]),
+    ("SHOW", ["SHOW CONCEPTS [LIKE STRING] [ORDER BY IDENT [ASC | DESC]]", "SHOW LETS", "SHOW UNIT INT"]),
+    ("EVAL", ["EVAL formula ON UNIT units"]),
+    ("MATCH", ["MATCH formula [TOP INT]"]),
+])
+def test_help_on_a_statement_shows_its_syntax_from_the_grammar(session, statement, shows):
+    state, out = state_for(session)
+    run_command(state, f"\\help {statement}")
+    for text in shows:
+        assert text in out.getvalue()
+
+
+def test_help_points_only_at_what_is_installed(session):
+    state, out = state_for(session)
+    run_command(state, "\\help")
+    assert "docs/" not in out.getvalue() and "\\help SEARCH" in out.getvalue()
+    with pytest.raises(cxql.CxqlError, match="no command or statement called NOPE"):
+        run_command(state, "\\help NOPE")
+    with pytest.raises(cxql.CxqlError) as info:
+        run_command(state, "\\help SERACH")
+    assert info.value.hint == "did you mean SEARCH?"

@@ -197,3 +197,15 @@ def test_path_arguments():
     assert meta_path_argument("\\layer c", CTX) is None
     assert meta_path_argument("\\save", CTX) is None
     assert meta_path_argument("SEARCH unit 3", CTX) is None
+
+
+@pytest.mark.parametrize("text, statement", [("SEARCH unit * ORDER BY ", "SEARCH unit * LENGTH 1"),
+                                             ("SHOW concepts ORDER BY ", "SHOW concepts")])
+def test_order_by_offers_the_result_columns(text, statement, small_store) -> None:
+    import cxql
+
+    offered = [s.text for s in complete(text, CTX)]
+    store, *_ = small_store
+    columns = cxql.connect(store).execute(statement).columns
+    assert offered and set(offered) <= set(columns) | {"samples"} and "water" not in offered
+    assert [s.text for s in complete(text + "pre", CTX)] == (["precision"] if "precision" in columns else [])

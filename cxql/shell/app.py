@@ -12,6 +12,7 @@ with its caret and hint, and goes on until Ctrl-D or ``\\q``.
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 from prompt_toolkit import PromptSession
@@ -24,8 +25,8 @@ from pygments.util import ClassNotFound
 from rich.console import Console
 from rich.text import Text
 
-from .. import __version__
-from ..engine import Session, connect
+from ..version import __version__
+from ..engine import Session, connect, warm_up
 from ..errors import CxqlError
 from ..render import LiveProgress, print_results
 from ..resources import demo_store_path
@@ -38,6 +39,8 @@ from .runner import run_statements
 from .statements import is_meta, runnable
 
 PROMPT = "cxql> "
+#: Typed alone, these leave the shell (like \\q or Ctrl-D); a concept so named is written quoted.
+LEAVE_WORDS = ("quit", "exit")
 
 _UI_STYLE = Style.from_dict({
     "prompt": "bold ansigreen",
@@ -95,6 +98,8 @@ class Shell:
 
     def run(self) -> int:
         self.banner()
+        # The prompt comes up at once; torch and the engine's computing modules load meanwhile.
+        threading.Thread(target=warm_up, name="cxql-warm-up", daemon=True).start()
         while not self.state.done:
             try:
                 text = self.prompt.prompt()
@@ -115,6 +120,9 @@ class Shell:
     def handle(self, text: str) -> None:
         """Run one buffer (statements or a meta-command); report faults and go on."""
         if not text.strip():
+            return
+        if text.strip().rstrip(";").strip().lower() in LEAVE_WORDS:
+            self.state.done = True
             return
         try:
             if is_meta(text):

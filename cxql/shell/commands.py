@@ -16,12 +16,14 @@ from pathlib import Path
 from typing import Callable
 
 from rich.console import Console
+from rich.text import Text
 
 from .. import syntax as s
 from ..engine import Result, Session, connect
 from ..errors import UsageError, did_you_mean
 from ..render import FORMATS, print_table, render
 from .completer import MetaInfo
+from .grammar_help import SUMMARIES, statement_help, statement_keywords
 
 #: Settings that belong to the person, not to a store, so they survive ``\store``.
 PORTABLE_SETTINGS = ("beam", "length", "top", "device", "chunk_mb", "distinct")
@@ -123,10 +125,17 @@ KEYS = (("Enter", "run the statement when complete (or ending in ;); else a new 
         ("Ctrl-D", "leave the shell"))
 
 
-@command(r"\help", "list the commands and keys", "[COMMAND]", aliases=(r"\?", r"\h"),
-         choices=lambda state: tuple(COMMANDS))
+@command(r"\help", "list the commands and keys; with a statement (\\help SEARCH), its syntax",
+         "[COMMAND|STATEMENT]", aliases=(r"\?", r"\h"),
+         choices=lambda state: (*COMMANDS, *statement_keywords()))
 def _help(state: ShellState, arg: str) -> None:
-    chosen = [lookup(arg if arg.startswith("\\") else "\\" + arg)] if arg else list(COMMANDS.values())
+    syntax = statement_help(arg) if arg and not arg.startswith("\\") else None
+    if syntax is not None:
+        state.console.print(Text(f"{arg.upper()}: {SUMMARIES.get(arg.upper(), '')}", style="bold"))
+        for line in syntax:
+            state.console.print(Text("  " + line), highlight=False)
+        return
+    chosen = [_help_topic(arg)] if arg else list(COMMANDS.values())
     rows = [{"command": " ".join(filter(None, [c.name, c.arg])), "does": c.help
              + (f" (also {', '.join(c.aliases)})" if c.aliases else "")} for c in chosen]
     print_table(Result(r"\help", "help", ["command", "does"], rows), state.console)
@@ -134,8 +143,18 @@ def _help(state: ShellState, arg: str) -> None:
         state.console.print()
         print_table(Result(r"\help", "help", ["key", "does"], [{"key": k, "does": d} for k, d in KEYS]),
                     state.console)
-        _say(state, "statements: SEARCH, EVAL, MATCH, LET, SHOW, SET, EXPLAIN, or a formula; "
-                    "docs/shell.md has more")
+        _say(state, f"statements: {', '.join(statement_keywords())}, or a formula; "
+                    "\\help SEARCH (or any statement) shows its syntax; quit or exit leaves")
+
+
+def _help_topic(arg: str) -> Command:
+    """The command ``\\help ARG`` asks about; a clear error naming commands and statements otherwise."""
+    try:
+        return lookup(arg if arg.startswith("\\") else "\\" + arg)
+    except UsageError:
+        words = [*statement_keywords(), *(c.name for c in COMMANDS.values())]
+        raise UsageError(f"no command or statement called {arg}",
+                         hint=did_you_mean(arg, words) or r"\help lists the commands") from None
 
 
 @command(r"\store", "open another concept store (settings and history carry over)", "PATH", paths=True)

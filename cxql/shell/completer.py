@@ -34,6 +34,9 @@ from .statements import ParseState, in_comment, open_quote, parse_state
 
 #: The word being typed: an identifier, possibly qualified (``color:bl``).
 _WORD = re.compile(r"(?:[A-Za-z0-9_](?:[A-Za-z0-9_':]|-(?!-))*)?\Z")
+#: What ``ORDER BY`` may name, by statement (the tests check them against real results).
+ORDER_COLUMNS = {"SEARCH": ("iou", "unit", "precision", "recall", "length", "mask_size", "formula"),
+                 "SHOW": ("count", "name", "category", "fraction", "samples")}
 #: How many unit numbers to list for a prefix.
 MAX_UNITS = 40
 #: A typed word this long also matches inside names (``light`` finds ``traffic light``).
@@ -141,6 +144,10 @@ def _for_state(state: ParseState, word: str, ctx: CompletionContext) -> Iterator
         last = str(ctx.n_units - 1)
         if last.startswith(word):
             yield Suggestion(last, len(word), last, "the last unit")
+    if types[-1:] == ("BY",):  # ORDER BY: the statement's result columns, not concepts
+        columns = ORDER_COLUMNS.get(types[0], ()) if types else ()
+        yield from (Suggestion(c, len(word), c, "column") for c in columns if c.startswith(word.lower()))
+        return
     if accepts & {"IDENT", "STRING"} and types[-1:] != ("LIKE",):
         yield from _names(word, ctx)
 

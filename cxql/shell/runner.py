@@ -33,8 +33,13 @@ class Outcome:
     seconds: float = 0.0
 
 
-def run_statements(session: Session, text: str, on_cancel: Callable[[], None] = lambda: None) -> Outcome:
-    """Run ``text`` on ``session`` in a worker thread; Ctrl-C meanwhile cancels it cleanly."""
+def run_statements(session: Session, text: str, on_cancel: Callable[[], None] = lambda: None,
+                   on_result: Callable[[Result], None] = lambda result: None) -> Outcome:
+    """Run ``text`` on ``session`` in a worker thread; Ctrl-C meanwhile cancels it cleanly.
+
+    ``on_result`` sees each result as its statement finishes (in the worker thread), so a
+    front end can write it before the next statement runs (``cxql -c``).
+    """
     outcome = Outcome()
     stop = threading.Event()
     finished = threading.Event()
@@ -43,6 +48,7 @@ def run_statements(session: Session, text: str, on_cancel: Callable[[], None] = 
         try:
             for result in session.stream(text):
                 outcome.results.append(result)
+                on_result(result)
                 if stop.is_set():
                     break
         except BaseException as exc:  # noqa: BLE001 - handed to the main thread to report

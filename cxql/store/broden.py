@@ -1,4 +1,4 @@
-"""Concept stores from Broden-layout datasets (SPEC section 5), streamed image by image.
+"""Concept stores from NetDissect Broden-layout datasets, streamed image by image.
 
 Real Broden's ADE20k part is 22k images, 280 million positions at 112x112;
 dense masks would be 39 GB. So the builder never materialises them: each
@@ -76,7 +76,8 @@ class Broden:
 def _read_csv(path: Path, required: Sequence[str]) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
     """(header, [(line, row)]) of a CSV file, with clear errors for missing files and columns."""
     if not path.is_file():
-        raise DataError(f"{path}: missing; {path.parent} is not a Broden directory (SPEC section 5)")
+        raise DataError(f"{path}: missing; {path.parent} is not a Broden directory (NetDissect's layout: "
+                        "index.csv, label.csv, category.csv, c_<category>.csv and the images/ folder)")
     try:
         with open(path, newline="", encoding="utf-8") as f:
             reader = csv.DictReader(f)
@@ -383,7 +384,7 @@ def parse_resolution(text: str) -> tuple[int, int]:
 
 
 def _add_parser(kinds: argparse._SubParsersAction) -> None:
-    p = kinds.add_parser("broden", help="a store from a Broden-layout directory (SPEC section 5)",
+    p = kinds.add_parser("broden", help="a store from a NetDissect Broden-layout directory",
                          description=__doc__.split("\n\n")[0])
     p.add_argument("broden_dir")
     p.add_argument("--out", required=True, help="store directory to write (a store there is replaced atomically)")

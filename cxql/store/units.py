@@ -240,7 +240,7 @@ def active_positions(acts: np.ndarray, thresholds: np.ndarray, mask_shape: tuple
 def _upsampled(block: np.ndarray, unit: np.ndarray, sample: np.ndarray, start: int, t: np.ndarray,
                mask_shape: tuple[int, ...] | None, block_bytes: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Active (unit, position) pairs of the given (sample, unit) maps, upsampled in batches."""
-    import torch  # bilinear upsampling as compexp does it; loaded only when a layer is spatial
+    import torch  # here, not at the top: opening a store must not wait for torch (start-up time)
 
     if not mask_shape or len(mask_shape) != 2:
         raise DataError("spatial activations [samples, units, h, w] need a store with a 2-D mask shape")
