@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
-from . import batched, introspect
+from . import batched, introspect, memory
 from . import statements as st
 from . import syntax as s
 from .backend import Backend
@@ -138,6 +138,10 @@ class Session:
                 raise QueryError(f"layer {layer.name!r} keeps no activations, so its threshold is fixed",
                                  hint="SET threshold = 'default', or re-add the layer with its activations")
             thresholds = un.unit_thresholds(layer.activations, rule)
+            estimate = memory.rethreshold_bytes(layer.activations, thresholds, self.store.n_positions,
+                                                un.BLOCK_BYTES)
+            memory.check(estimate, self.settings["memory_limit"], f"unit masks of layer {layer.name!r} at "
+                         f"threshold {rule}", hint="SET threshold = 'default' to use the store's masks")
             masks = self.store.unit_masks_for(layer.activations, thresholds)
             self._unit_cache[key] = (masks, un.histograms(masks, self.store.position_signatures))
         return self._unit_cache[key]
