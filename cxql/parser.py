@@ -10,6 +10,7 @@ keywords only where the grammar expects them.
 from __future__ import annotations
 
 import ast
+import warnings
 from functools import lru_cache
 
 from lark import Lark, Token, Transformer, Tree, v_args
@@ -157,7 +158,9 @@ def parse_formula(text: str) -> s.Formula:
 def _unescape(literal: str) -> str:
     body = literal[1:-1]
     try:
-        return ast.literal_eval(literal[0] + body + literal[0])
+        with warnings.catch_warnings():  # "invalid escape sequence" must not reach users (nor fail under -W error)
+            warnings.simplefilter("ignore")
+            return ast.literal_eval(literal[0] + body + literal[0])
     except (ValueError, SyntaxError):
         return body
 

@@ -98,6 +98,10 @@ def search(session: Session, stmt: s.Search) -> Result:
     beam = stmt.beam if stmt.beam is not None else session.settings["beam"]
     distinct = stmt.distinct or session.settings["distinct"]
     units, notes = _active_enough(session, stmt.units)
+    if stmt.accuracy:
+        from .text_record import accuracy_columns
+
+        accuracy_columns(session, [])  # no classifier: say so before searching, not after
     engine = session.searcher()
     beam = checked_search(session, engine, units, length, beam)
     results = engine(session, units, length=length, beam=beam, distinct=distinct)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 
 import cxql
@@ -123,3 +125,12 @@ def test_errors_are_cxql_errors_with_positions(small_store) -> None:
         with pytest.raises(CxqlError) as info:
             cxql.connect(store).execute(query)
         assert info.value.span is not None
+
+
+@pytest.mark.parametrize("literal, name", [(r"'\l'", "\\l"), ("'a\\x00b'", "a\x00b"), (r"'\N{nope}'", r"\N{nope}")])
+def test_odd_escapes_in_strings_do_not_warn(literal, name) -> None:
+    # found by the fuzz test: "invalid escape sequence" warnings leaked out of the parser
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert cxql.parse(literal) == cxql.syntax.FormulaStmt(cxql.syntax.Concept(name))
+    assert not caught
