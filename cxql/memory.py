@@ -111,13 +111,14 @@ def plain_search_bytes(beam: int, n_sig: int, n_concepts: int, n_nonempty: int, 
 
     Old and new beam masks (bool [B, S] each, plus the stacked copy), the
     dense histogram and weights (float64 [S] x 3), one chunk of the weighted
-    rows (float64 [2B, chunk], twice for the transpose) and of the unpacked
+    rows (float64 [2B, chunk], twice for the transpose, plus the beam masks
+    promoted to float64) and of the unpacked
     table (float64 [chunk, K], twice), the [2B, K] product, about ten
     float64 [B, K', 3] candidate arrays, and the finished results (about
     400 bytes per beam entry per unit).
     """
     chunk = min(chunk_rows, max(n_sig, 1))
-    return (3 * beam * n_sig + 24 * n_sig + 32 * beam * chunk + 16 * chunk * n_concepts
+    return (3 * beam * n_sig + 24 * n_sig + 48 * beam * chunk + 16 * chunk * n_concepts
             + 16 * beam * n_concepts + 240 * beam * n_nonempty + 400 * beam * n_units)
 
 
