@@ -14,7 +14,9 @@ from . import syntax as s
 from .errors import QueryError
 from .result import Result
 from .settings import SETTINGS
-from .statements import checked_search, search_row, search_units, unit_intersections
+from .limits import MAX_LENGTH, beam_capacity
+from .memory import format_size
+from .statements import checked_search, search_bytes, search_row, search_units, unit_intersections
 from .store import ConceptStore
 
 if TYPE_CHECKING:
@@ -161,6 +163,14 @@ def _search_plan(session: Session, stmt: s.Search, k: int) -> list[str]:
     beam = stmt.beam or session.settings["beam"]
     head = (f"beam search over {len(units)} units, LENGTH {length}, BEAM {beam}"
             + (" DISTINCT" if stmt.distinct else ""))
+    capacity = beam_capacity(int((session.backend.concept_sizes > 0).sum()), min(length, MAX_LENGTH))
+    estimate = search_bytes(session, session.searcher(), units, min(beam, capacity))
+    memory_line = (f"  memory: about {format_size(estimate)} (memory_limit {format_size(session.settings['memory_limit'])})"
+                   + (f"; BEAM clipped to {capacity:,}, the most a beam can hold" if beam > capacity else ""))
+    return _engine_plan(session, head, length, beam, k) + [memory_line]
+
+
+def _engine_plan(session: Session, head: str, length: int, beam: int, k: int) -> list[str]:
     if session.searcher() is search_units:
         return [head + " -- plain engine, one unit at a time",
                 f"  step 0: |M & c| = hist[1, S] @ concepts[S, {k}]  (float64, exact)",

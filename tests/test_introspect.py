@@ -64,3 +64,10 @@ def test_show_unit_cancelled_returns_a_clean_message(small_store) -> None:
     assert result.rows == [] and "cancelled" in result.message
     session.progress = cxql.engine.Quiet()
     assert session.execute("SHOW unit 0").rows[0]["unit"] == 0
+
+
+def test_explain_search_gives_the_memory_estimate_and_the_clipped_beam(small_store) -> None:
+    store, *_ = small_store
+    plan = [r["plan"] for r in cxql.connect(store).execute("EXPLAIN SEARCH unit * LENGTH 2 BEAM 1000000").rows]
+    [line] = [p for p in plan if p.strip().startswith("memory:")]
+    assert "memory_limit" in line and "BEAM clipped to 252" in line  # 9 non-empty concepts: 9 x 28
