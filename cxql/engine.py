@@ -142,6 +142,8 @@ class Session:
                                                 un.BLOCK_BYTES)
             memory.check(estimate, self.settings["memory_limit"], f"unit masks of layer {layer.name!r} at "
                          f"threshold {rule}", hint="SET threshold = 'default' to use the store's masks")
+            for stale in [k for k in self._unit_cache if k[0] == layer.name]:
+                del self._unit_cache[stale]  # one threshold per layer at a time: the memory estimate holds
             masks = self.store.unit_masks_for(layer.activations, thresholds)
             self._unit_cache[key] = (masks, un.histograms(masks, self.store.position_signatures))
         return self._unit_cache[key]

@@ -97,3 +97,16 @@ def test_show_settings_lists_the_limit(small_store) -> None:
     store, *_ = small_store
     rows = {r["name"]: r for r in cxql.connect(store).execute("SHOW settings").rows}
     assert rows["memory_limit"]["value"] == memory.default_limit()
+
+
+def test_only_the_latest_threshold_of_a_layer_stays_in_memory() -> None:
+    rng = np.random.default_rng(0)
+    store = cxql.ConceptStore.from_masks(rng.random((10 * 16, 3)) < 0.3, ["a", "b", "c"], mask_shape=(4, 4))
+    store.add_units("conv", rng.normal(size=(10, 2, 4, 4)).astype(np.float32))
+    session = cxql.connect(store)
+    sizes = []
+    for threshold in ("0", "0.5", "'quantile:0.9'", "0"):
+        session.execute(f"SET threshold = {threshold}")
+        sizes.append(session.execute("EVAL a ON unit 0").rows[0]["mask_size"])
+        assert len(session._unit_cache) == 1
+    assert sizes[0] == sizes[3] > sizes[1]
