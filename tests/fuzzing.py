@@ -42,7 +42,7 @@ ODD = ["\x00", "\x07", "\u202e", "\u0301", "\ufeff", "é", "ß", "İ", "😀", "
        "\udcff", "\x85", "\u2028", "/*", "\xa0"]
 SETTINGS = ["SET beam = 3", "SET length = 2", "SET engine = 'plain'", "SET engine = 'batched'",
             "SET distinct = on", "SET threshold = 0", "SET threshold = 'quantile:0.9'", "SET threshold = 'default'",
-            "SET memory_limit = '1KB'", "SET memory_limit = 'auto'", "SET top = 2", "SET chunk_mb = 1",
+            "SET memory_limit = '1KB'", "SET memory_limit = '512MB'", "SET top = 2", "SET chunk_mb = 1",
             "SET min_active = 0", "SET device = 'cuda'", "SET layer = 'conv'"]
 _TOKEN = re.compile(r"'(?:[^'\\\n]|\\.)*'|\"(?:[^\"\\\n]|\\.)*\"|--[^\n]*|\.\.|[A-Za-z0-9_:.]+|\S|\n")
 
