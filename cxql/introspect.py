@@ -15,7 +15,8 @@ from .errors import QueryError
 from .result import Result
 from .settings import SETTINGS
 from .limits import MAX_LENGTH, beam_capacity
-from .memory import format_size
+from .memory import check as check_memory
+from .memory import format_size, formula_bytes
 from .statements import checked_search, search_bytes, search_row, search_units, unit_intersections
 from .store import ConceptStore
 
@@ -35,6 +36,8 @@ def show(session: Session, stmt: s.Show) -> Result:
         return Result(str(stmt), "show", ["category", "concepts"], rows)
     if stmt.what == "units":
         layer = session.layer()
+        estimate = formula_bytes(1, store.n_signatures, len(session.unit_histograms()[1]), layer.n_units)
+        check_memory(estimate, session.settings["memory_limit"], "SHOW units")
         sizes = unit_intersections(session, np.ones(store.n_signatures, dtype=bool))[1]
         thresholds = layer.thresholds
         rows = [{"layer": layer.name, "unit": u, "mask_size": int(sizes[u]),

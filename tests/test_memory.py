@@ -33,7 +33,7 @@ def test_default_is_half_the_machine() -> None:
 
 @pytest.mark.parametrize("query", [
     "c0 OR c4", "EVAL c0 OR c4 ON unit *", "MATCH c0 TOP 3", "SEARCH unit * LENGTH 3 BEAM 5",
-    "SEARCH unit 0 LENGTH 2 BEAM 5 DISTINCT", "SHOW unit 0",
+    "SEARCH unit 0 LENGTH 2 BEAM 5 DISTINCT", "SHOW unit 0", "SHOW units",
 ])
 @pytest.mark.parametrize("engine", ["plain", "batched"])
 def test_a_tiny_limit_refuses_with_the_numbers(small_store, query, engine) -> None:
