@@ -8,7 +8,7 @@ the query that hung instead of stalling the suite.
 
 The suite runs a few thousand (tests/test_fuzz.py); for a bigger run by hand::
 
-    PYTHONPATH=. python tests/fuzzing.py 20000 --seed 1 [--store PATH]
+    PYTHONPATH=. python tests/fuzzing.py 20000 --seed 1 [--store PATH] [--per-query 30]
 """
 
 from __future__ import annotations
@@ -249,10 +249,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("n", type=int)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--store", help="a store path (default: a small random store)")
+    parser.add_argument("--per-query", type=float, default=30.0, help="seconds before a query counts as hung")
     args = parser.parse_args(argv)
     store = args.store or random_store()
-    report = fuzz(lambda: cxql.connect(store), args.n, args.seed)
+    report = fuzz(lambda: cxql.connect(store), args.n, args.seed, per_query_s=args.per_query)
     print(report.summary())
+    print("slowest:", repr(report.slowest[1]))
     for query, tb in report.failures[:20]:
         print("\nQUERY:", repr(query[:300]), "\n", tb)
     return 1 if report.failures else 0
