@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
 from . import syntax as s
-from .errors import NameResolutionError, did_you_mean
+from .errors import NameResolutionError, QueryError, did_you_mean
+from .limits import MAX_DEPTH, MAX_LEAVES
 from .store import ConceptInfo
 
 #: NEIGHBORS(word, k) -> concept indices; text stores install one (see cxql.text).
@@ -93,6 +94,33 @@ class Resolver:
         return c.qualified
 
 
+def shape(formula: s.Formula) -> tuple[int, int]:
+    """(nesting depth, leaves) of a formula, in time linear in its distinct nodes.
+
+    Formulas built from LET names share subtrees (``LET a = a OR a`` is one
+    node used twice), so the walk memoises by node identity and never
+    recurses: the tree it describes may be exponentially large or deep.
+    """
+    memo: dict[int, tuple[int, int]] = {}
+    stack: list[s.Formula] = [formula]
+    while stack:
+        f = stack[-1]
+        if id(f) in memo:
+            stack.pop()
+            continue
+        kids = [f.operand] if isinstance(f, s.Not) else [f.left, f.right] if isinstance(f, (s.And, s.Or)) else []
+        todo = [k for k in kids if id(k) not in memo]
+        if todo:
+            stack.extend(todo)
+            continue
+        stack.pop()
+        if not kids:
+            memo[id(f)] = (1 if isinstance(f, s.Neighbors) else 0, 1)
+        else:
+            memo[id(f)] = (1 + max(memo[id(k)][0] for k in kids), sum(memo[id(k)][1] for k in kids))
+    return memo[id(formula)]
+
+
 class Compiler:
     """Formula -> Plan for one store, with LET names and an optional NEIGHBORS provider."""
 
@@ -104,19 +132,35 @@ class Compiler:
         self._cache: dict[s.Formula, Plan] = {}
 
     def canonical(self, formula: s.Formula) -> s.Formula:
-        """The formula with LET names expanded and every name as the store prints it."""
+        """The formula with LET names expanded and every name as the store prints it.
+
+        Expanding LET names can deepen a formula past what the parser allows,
+        or double it with each ``LET a = a OR a``; such a formula is refused
+        here (limits in :mod:`cxql.limits`), before anything walks its tree.
+        """
+        out = self._canonical(formula)
+        depth, leaves = shape(out)
+        if depth > MAX_DEPTH or leaves > MAX_LEAVES:
+            used = [leaf.name for leaf in s.leaves(formula) if isinstance(leaf, s.Concept) and leaf.name in self.lets]
+            raise QueryError(f"formula too large once LET names are expanded: {leaves:,} leaves nested {depth:,} "
+                             f"levels deep (limits: {MAX_LEAVES:,} leaves, {MAX_DEPTH} levels)",
+                             needle=used[0] if used else None,
+                             hint="a LET that uses its own name twice doubles in size each time")
+        return out
+
+    def _canonical(self, formula: s.Formula) -> s.Formula:
         if isinstance(formula, s.Concept):
             if formula.name in self.lets:
                 return self.lets[formula.name]
             return s.Concept(self.resolver.display_name(self.resolver.resolve(formula.name)))
         if isinstance(formula, s.Not):
-            return s.Not(self.canonical(formula.operand))
+            return s.Not(self._canonical(formula.operand))
         if isinstance(formula, s.And):
-            return s.And(self.canonical(formula.left), self.canonical(formula.right))
+            return s.And(self._canonical(formula.left), self._canonical(formula.right))
         if isinstance(formula, s.Or):
-            return s.Or(self.canonical(formula.left), self.canonical(formula.right))
+            return s.Or(self._canonical(formula.left), self._canonical(formula.right))
         if isinstance(formula, s.Neighbors):
-            word = self.canonical(formula.word)
+            word = self._canonical(formula.word)
             assert isinstance(word, s.Concept)
             return s.Neighbors(word, formula.k)
         raise TypeError(f"not a formula: {formula!r}")

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
 
+from . import memory
 from . import syntax as s
 from .compiler import Compiler, Plan, Resolver
 from .errors import CxqlError, NameResolutionError, QueryError
@@ -166,6 +167,12 @@ class Session:
                 raise QueryError(f"layer {layer.name!r} keeps no activations, so its threshold is fixed",
                                  hint="SET threshold = 'default', or re-add the layer with its activations")
             thresholds = un.unit_thresholds(layer.activations, rule)
+            estimate = memory.rethreshold_bytes(layer.activations, thresholds, self.store.n_positions,
+                                                un.BLOCK_BYTES)
+            memory.check(estimate, self.settings["memory_limit"], f"unit masks of layer {layer.name!r} at "
+                         f"threshold {rule}", hint="SET threshold = 'default' to use the store's masks")
+            for stale in [k for k in self._unit_cache if k[0] == layer.name]:
+                del self._unit_cache[stale]  # one threshold per layer at a time: the memory estimate holds
             masks = self.store.unit_masks_for(layer.activations, thresholds)
             self._unit_cache[key] = (masks, un.histograms(masks, self.store.position_signatures))
         return self._unit_cache[key]

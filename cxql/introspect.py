@@ -6,7 +6,6 @@ sizes, the memory bound) without running it.
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -15,7 +14,10 @@ from . import syntax as s
 from .errors import QueryError
 from .result import Result
 from .settings import SETTINGS
-from .statements import search_row, search_units, unit_intersections
+from .limits import MAX_LENGTH, beam_capacity
+from .memory import check as check_memory
+from .memory import format_size, formula_bytes
+from .statements import checked_search, search_bytes, search_row, search_units, unit_intersections
 from .store import ConceptStore
 
 if TYPE_CHECKING:
@@ -34,6 +36,8 @@ def show(session: Session, stmt: s.Show) -> Result:
         return Result(str(stmt), "show", ["category", "concepts"], rows)
     if stmt.what == "units":
         layer = session.layer()
+        estimate = formula_bytes(1, store.n_signatures, len(session.unit_histograms()[1]), layer.n_units)
+        check_memory(estimate, session.settings["memory_limit"], "SHOW units")
         sizes = unit_intersections(session, np.ones(store.n_signatures, dtype=bool))[1]
         thresholds = layer.thresholds
         rows = [{"layer": layer.name, "unit": u, "mask_size": int(sizes[u]),
@@ -80,14 +84,17 @@ def _show_unit(session: Session, unit: int | None) -> Result:
     """A unit at a glance: its mask size, threshold and best length-1..3 formulas."""
     assert unit is not None
     [u] = session.units(s.Units((unit,)))
-    [r] = search_units(session, [u], length=session.settings["length"], beam=session.settings["beam"],
-                        distinct=False)
-    row = search_row(r)
+    length = session.settings["length"]
+    beam = checked_search(session, search_units, [u], length, session.settings["beam"])
+    columns = ["layer", "unit", "formula", "iou", "mask_size", "threshold"]
+    found = search_units(session, [u], length=length, beam=beam, distinct=False)
+    if not found:  # cancelled (Ctrl-C) before the search finished
+        return Result(f"SHOW unit {unit}", "search", columns, [], f"cancelled: unit {unit} was not searched")
+    row = search_row(found[0])
     layer = session.layer()
     row["layer"] = layer.name
     row["threshold"] = float(layer.thresholds[u]) if layer.thresholds is not None else None
-    return Result(f"SHOW unit {unit}", "search", ["layer", "unit", "formula", "iou", "mask_size", "threshold"],
-                  [row])
+    return Result(f"SHOW unit {unit}", "search", columns, [row])
 
 
 def store_summary(store: ConceptStore) -> dict[str, Any]:
@@ -129,9 +136,28 @@ def explain(session: Session, stmt: s.Explain) -> Result:
 
 
 def like(text: str, pattern: str) -> bool:
-    """SQL LIKE, case-insensitive: ``%`` any run, ``_`` one character."""
-    regex = "".join(".*" if ch == "%" else "." if ch == "_" else re.escape(ch) for ch in pattern)
-    return re.fullmatch(regex, text, flags=re.IGNORECASE | re.DOTALL) is not None
+    """SQL LIKE, case-insensitive: ``%`` any run, ``_`` one character.
+
+    A linear-time wildcard matcher (greedy, backing up to the last ``%``
+    only), in place of a regex: ``'%%%...%zz'`` made the regex engine
+    backtrack exponentially, in C, where Ctrl-C could not stop it.
+    """
+    t = [ch.lower() for ch in text]
+    p = [ch.lower() for ch in pattern]
+    i = j = 0
+    star, mark = -1, 0  # the last % seen in the pattern, and where in the text it began
+    while i < len(t):
+        if j < len(p) and p[j] != "%" and (p[j] == "_" or p[j] == t[i]):
+            i, j = i + 1, j + 1
+        elif j < len(p) and p[j] == "%":
+            star, mark = j, i
+            j += 1
+        elif star >= 0:
+            mark += 1
+            i, j = mark, star + 1
+        else:
+            return False
+    return all(ch == "%" for ch in p[j:])
 
 
 def _search_plan(session: Session, stmt: s.Search, k: int) -> list[str]:
@@ -141,6 +167,14 @@ def _search_plan(session: Session, stmt: s.Search, k: int) -> list[str]:
     beam = stmt.beam or session.settings["beam"]
     head = (f"beam search over {len(units)} units, LENGTH {length}, BEAM {beam}"
             + (" DISTINCT" if stmt.distinct else ""))
+    capacity = beam_capacity(int((session.backend.concept_sizes > 0).sum()), min(length, MAX_LENGTH))
+    estimate = search_bytes(session, session.searcher(), units, min(beam, capacity))
+    memory_line = (f"  memory: about {format_size(estimate)} (memory_limit {format_size(session.settings['memory_limit'])})"
+                   + (f"; BEAM clipped to {capacity:,}, the most a beam can hold" if beam > capacity else ""))
+    return _engine_plan(session, head, length, beam, k) + [memory_line]
+
+
+def _engine_plan(session: Session, head: str, length: int, beam: int, k: int) -> list[str]:
     if session.searcher() is search_units:
         return [head + " -- plain engine, one unit at a time",
                 f"  step 0: |M & c| = hist[1, S] @ concepts[S, {k}]  (float64, exact)",

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import ast
 import re
+import warnings
 from functools import lru_cache
 
-from lark import Lark, Token, Transformer, v_args
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+from lark import Lark, Token, Transformer, Tree, v_args
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
 
 from . import syntax as s
-from .errors import QuerySyntaxError, Span, did_you_mean
+from .errors import CxqlError, QueryError, QuerySyntaxError, Span, did_you_mean
+from .limits import MAX_DEPTH, MAX_DIGITS
 from .resources import data_path
 
 #: How terminals read in "expected ..." messages.
@@ -75,7 +77,9 @@ def parse_script(text: str) -> s.Script:
         tree = _lark().parse(text)
     except UnexpectedInput as exc:
         raise _syntax_error(exc, text) from None
-    return _ToSyntax().transform(tree)
+    if _too_deep(tree) is not None:  # locate it with the parser that keeps positions
+        _check_depth(_lark_with_positions().parse(text), text)
+    return _transform(tree, text)
 
 
 def parse_with_spans(text: str) -> list[tuple[s.Statement, Span]]:
@@ -84,14 +88,64 @@ def parse_with_spans(text: str) -> list[tuple[s.Statement, Span]]:
         tree = _lark_with_positions().parse(text)
     except UnexpectedInput as exc:
         raise _syntax_error(exc, text) from None
+    _check_depth(tree, text)
     out = []
     for child in tree.children:
         if isinstance(child, Token):
             continue
         meta = child.meta
         span = Span(meta.line, meta.column, meta.start_pos, meta.end_pos)
-        out.append((_ToSyntax().transform(child), span))
+        out.append((_transform(child, text), span))
     return out
+
+
+#: Tree nodes that add a level of nesting (parentheses add none).
+_NESTING = frozenset({"or_op", "and_op", "not_op", "neighbors", "explain_stmt"})
+
+
+def _too_deep(tree: Tree) -> Tree | None:
+    """The first node nested deeper than MAX_DEPTH, found without recursion (the tree may be deep)."""
+    stack = [(tree, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if node.data in _NESTING:
+            depth += 1
+            if depth > MAX_DEPTH:
+                return node
+        stack.extend((c, depth) for c in node.children if isinstance(c, Tree))
+    return None
+
+
+def _check_depth(tree: Tree, text: str) -> None:
+    """Refuse, with a caret, a query nested deeper than the recursive tree walks can follow."""
+    node = _too_deep(tree)
+    if node is None:
+        return
+    meta = node.meta
+    span = Span(meta.line, meta.column, meta.start_pos, meta.end_pos) if not meta.empty else None
+    raise QueryError(f"the query nests more than {MAX_DEPTH} levels deep (each NOT, AND, OR, NEIGHBORS and "
+                     "EXPLAIN is a level; parentheses are not)", span=span, text=text,
+                     hint="split it: name parts with LET and combine fewer of them at once")
+
+
+def _transform(tree: Tree, text: str):
+    """Lark tree -> syntax nodes; a CxqlError raised while converting (a huge number) keeps its caret."""
+    try:
+        return _ToSyntax().transform(tree)
+    except VisitError as exc:
+        if isinstance(exc.orig_exc, CxqlError):
+            raise exc.orig_exc.with_source(text) from None
+        raise
+
+
+def _whole(token: Token) -> int:
+    """A whole number token as an int, refusing numbers longer than MAX_DIGITS digits."""
+    text = str(token).lstrip("+-")
+    if len(text.lstrip("0")) > MAX_DIGITS:
+        end = token.end_pos if token.end_pos is not None else token.start_pos + len(token)
+        raise QueryError(f"number too large: {len(text):,} digits (at most {MAX_DIGITS})",
+                         span=Span(token.line, token.column, token.start_pos, end))
+    return int(str(token))
 
 
 def parse_formula(text: str) -> s.Formula:
@@ -105,7 +159,9 @@ def parse_formula(text: str) -> s.Formula:
 def _unescape(literal: str) -> str:
     body = literal[1:-1]
     try:
-        return ast.literal_eval(literal[0] + body + literal[0])
+        with warnings.catch_warnings():  # "invalid escape sequence" must not reach users (nor fail under -W error)
+            warnings.simplefilter("ignore")
+            return ast.literal_eval(literal[0] + body + literal[0])
     except (ValueError, SyntaxError):
         return body
 
@@ -134,7 +190,7 @@ class _ToSyntax(Transformer):
         return s.Or(items[0], items[1])
 
     def neighbors(self, items):
-        k = int(items[1]) if len(items) > 1 else None
+        k = _whole(items[1]) if len(items) > 1 else None
         return s.Neighbors(items[0], k)
 
     # units
@@ -145,10 +201,10 @@ class _ToSyntax(Transformer):
         return s.Units(tuple(items))
 
     def unit_one(self, items):
-        return int(items[0])
+        return _whole(items[0])
 
     def unit_range(self, items):
-        return s.UnitRange(int(items[0]), int(items[1]))
+        return s.UnitRange(_whole(items[0]), _whole(items[1]))
 
     # statements
     def formula_stmt(self, items):
@@ -158,10 +214,10 @@ class _ToSyntax(Transformer):
         return s.Eval(items[0], items[1])
 
     def opt_length(self, items):
-        return ("length", int(items[0]))
+        return ("length", _whole(items[0]))
 
     def opt_beam(self, items):
-        return ("beam", int(items[0]))
+        return ("beam", _whole(items[0]))
 
     def opt_distinct(self, _items):
         return ("distinct", True)
@@ -176,7 +232,7 @@ class _ToSyntax(Transformer):
                         descending=bool(order and order[1]))
 
     def match_stmt(self, items):
-        top = int(items[1]) if len(items) > 1 else None
+        top = _whole(items[1]) if len(items) > 1 else None
         return s.Match(items[0], top)
 
     def let_stmt(self, items):
@@ -201,7 +257,7 @@ class _ToSyntax(Transformer):
         return s.Show("units")
 
     def show_unit(self, items):
-        return s.Show("unit", unit=int(items[0]))
+        return s.Show("unit", unit=_whole(items[0]))
 
     def show_store(self, _items):
         return s.Show("store")
@@ -223,10 +279,9 @@ class _ToSyntax(Transformer):
     @v_args(inline=True)
     def number_value(self, tok):
         text = str(tok)
-        try:
-            return int(text)
-        except ValueError:
-            return float(text)
+        if text.lstrip("+-").isdigit():
+            return _whole(tok)
+        return float(text)
 
     @v_args(inline=True)
     def ident_value(self, tok):

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from .errors import NameResolutionError, QueryError, did_you_mean
+from .limits import MAX_LENGTH
+from .memory import default_limit, parse_size
 
 
 @dataclass(frozen=True)
@@ -25,10 +27,12 @@ def _positive_int(name: str) -> Callable[[Any], int]:
     return _whole(name, 1)
 
 
-def _whole(name: str, least: int) -> Callable[[Any], int]:
+def _whole(name: str, least: int, most: int | None = None) -> Callable[[Any], int]:
     def check(value: Any) -> int:
         if isinstance(value, bool) or not isinstance(value, int) or value < least:
             raise QueryError(f"{name} must be a whole number of at least {least}, got {value!r}", needle=str(value))
+        if most is not None and value > most:
+            raise QueryError(f"{name} must be at most {most}, got {value!r}", needle=str(value))
         return value
     return check
 
@@ -80,7 +84,7 @@ def _engine(value: Any) -> str:
 
 SETTINGS: dict[str, Setting] = {s.name: s for s in [
     Setting("beam", 5, _positive_int("beam"), "beam size of SEARCH when BEAM is not given"),
-    Setting("length", 3, _positive_int("length"), "maximum formula length of SEARCH when LENGTH is not given"),
+    Setting("length", 3, _whole("length", 1, MAX_LENGTH), "maximum formula length of SEARCH when LENGTH is not given"),
     Setting("top", 10, _positive_int("top"), "rows MATCH returns when TOP is not given"),
     Setting("threshold", None, _threshold,
             "unit threshold: a number (absolute) or 'quantile:0.995'; 'default' uses the store's",
@@ -89,6 +93,9 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
     Setting("layer", None, _layer, "the unit layer that `unit N` refers to (default: the first)"),
     Setting("min_active", 500, _whole("min_active", 0),
             "text stores: SEARCH unit * skips units active on fewer samples (compexp: 500)"),
+    Setting("memory_limit", default_limit(), parse_size,
+            "bytes a statement may allocate, e.g. '4GB' or '512MB'; 'auto' is half the machine's memory",
+            ("auto", "4GB", "512MB")),
     Setting("chunk_mb", 64, _positive_int("chunk_mb"), "memory bound for one chunk of the concept table"),
     Setting("distinct", False, _bool, "SEARCH keeps one beam entry per formula", ("on", "off")),
     Setting("engine", "batched", _engine,

@@ -13,9 +13,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from . import memory
 from . import syntax as s
 from .backend import Backend
+from .batched import estimate_bytes
 from .errors import NameResolutionError, QueryError
+from .limits import MAX_LENGTH, beam_capacity
 from .result import Result, order_rows
 from .search import SearchResult, beam_search, iou_of, unit_note
 from .settings import check_setting
@@ -27,6 +30,9 @@ if TYPE_CHECKING:
 
 def formula(session: Session, stmt: s.FormulaStmt) -> Result:
     plan = session.formula_plan(stmt.formula)
+    store = session.store
+    memory.check(memory.formula_bytes(len(plan.ops), store.n_signatures) + 9 * min(store.n_positions, 1 << 22),
+                 session.settings["memory_limit"], "this formula")
     backend = session.backend
     mask = backend.formula_mask(plan)
     size = backend.formula_size(mask)
@@ -57,6 +63,7 @@ def _samples_touched(store: ConceptStore, backend: Backend, mask: torch.Tensor, 
 def evaluate(session: Session, stmt: s.Eval) -> Result:
     plan = session.formula_plan(stmt.formula)
     units = session.units(stmt.units)
+    _check_formula_memory(session, plan, len(units), "EVAL")
     backend = session.backend
     mask = backend.formula_mask(plan)
     size = backend.formula_size(mask)
@@ -68,6 +75,13 @@ def evaluate(session: Session, stmt: s.Eval) -> Result:
                      "precision": inter / size if size else 0.0, "recall": inter / m if m else 0.0,
                      "intersection": inter, "formula_size": size, "mask_size": m})
     return Result(str(stmt), "eval", ["unit", "formula", "iou", "precision", "recall", "mask_size"], rows)
+
+
+def _check_formula_memory(session: Session, plan: Any, n_rows: int, what: str) -> None:
+    entries = len(session.unit_histograms()[1])
+    estimate = memory.formula_bytes(len(plan.ops), session.store.n_signatures, entries, n_rows)
+    estimate += 200 * session.layer().n_units  # per-unit counts and scores
+    memory.check(estimate, session.settings["memory_limit"], what)
 
 
 def unit_intersections(session: Session, sig_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -82,12 +96,15 @@ def unit_intersections(session: Session, sig_mask: np.ndarray) -> tuple[np.ndarr
 def search(session: Session, stmt: s.Search) -> Result:
     length = stmt.length if stmt.length is not None else session.settings["length"]
     beam = stmt.beam if stmt.beam is not None else session.settings["beam"]
-    for name, value in (("LENGTH", length), ("BEAM", beam)):
-        if value < 1:
-            raise QueryError(f"{name} must be at least 1, got {value}", needle=f"{value}")
     distinct = stmt.distinct or session.settings["distinct"]
     units, notes = _active_enough(session, stmt.units)
-    results = session.searcher()(session, units, length=length, beam=beam, distinct=distinct)
+    if stmt.accuracy:
+        from .text_record import accuracy_columns
+
+        accuracy_columns(session, [])  # no classifier: say so before searching, not after
+    engine = session.searcher()
+    beam = checked_search(session, engine, units, length, beam)
+    results = engine(session, units, length=length, beam=beam, distinct=distinct)
     rows = [search_row(r) for r in results]
     columns = ["unit", "formula", "iou", "precision", "recall", "length", "mask_size"]
     if stmt.accuracy:
@@ -102,6 +119,35 @@ def search(session: Session, stmt: s.Search) -> Result:
     if stmt.order is not None:
         rows = order_rows(rows, stmt.order, stmt.descending, columns, "SEARCH results")
     return Result(str(stmt), "search", columns, rows, "; ".join(notes) or None)
+
+
+def checked_search(session: Session, engine: Any, units: list[int], length: int, beam: int) -> int:
+    """The BEAM to run with, after refusing a LENGTH, BEAM or memory estimate out of bounds.
+
+    BEAM is clipped to the most entries a beam can ever hold (which changes
+    no result); what remains must fit ``SET memory_limit``.
+    """
+    for name, value in (("LENGTH", length), ("BEAM", beam)):
+        if value < 1:
+            raise QueryError(f"{name} must be at least 1, got {value}", needle=f"{value}")
+    if length > MAX_LENGTH:
+        raise QueryError(f"LENGTH must be at most {MAX_LENGTH}, got {length}", needle=f"{length}",
+                         hint="compexp's figures stop at LENGTH 10")
+    beam = min(beam, beam_capacity(int((session.backend.concept_sizes > 0).sum()), length))
+    memory.check(search_bytes(session, engine, units, beam), session.settings["memory_limit"],
+                 f"SEARCH of {len(units)} unit{'s' * (len(units) != 1)} with BEAM {beam}",
+                 hint="lower BEAM or search fewer units")
+    return beam
+
+
+def search_bytes(session: Session, engine: Any, units: list[int], beam: int) -> int:
+    """Estimated peak bytes of a SEARCH (see cxql.memory and cxql.batched for the formulas)."""
+    backend = session.backend
+    nonempty = int((backend.concept_sizes > 0).sum())
+    if engine is search_units:
+        return memory.plain_search_bytes(beam, session.store.n_signatures, backend.n_concepts, nonempty,
+                                         backend.chunk_rows, len(units))
+    return estimate_bytes(session, units, beam) + 400 * beam * len(units)
 
 
 def _active_enough(session: Session, selection: s.Units) -> tuple[list[int], list[str]]:
@@ -157,6 +203,7 @@ def match(session: Session, stmt: s.Match) -> Result:
     top = stmt.top if stmt.top is not None else session.settings["top"]
     if top < 1:
         raise QueryError(f"TOP must be at least 1, got {top}", needle=str(top))
+    _check_formula_memory(session, plan, min(top, session.layer().n_units), "MATCH")
     backend = session.backend
     mask = backend.formula_mask(plan)
     size = backend.formula_size(mask)

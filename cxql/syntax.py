@@ -11,6 +11,7 @@ thing, wherever they were written.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from dataclasses import dataclass, field
 from typing import ClassVar, Iterator, Union
 
@@ -30,6 +31,7 @@ def quote(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+@lru_cache(maxsize=4096)
 def format_name(text: str) -> str:
     """Print a concept name bare when it re-lexes as one, else quoted.
 
