@@ -5,6 +5,7 @@
     cxql -s STORE script.cxql             run a script file
     cxql units add STORE LAYER ACTS.npy   attach a layer's activations
     cxql store info STORE                 what a store holds
+    cxql store build broden|nli ...       build a store (builders: cxql.subcommands)
     cxql --version
 
 Results are written as each statement finishes (json stays one valid object
@@ -20,43 +21,28 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 from .engine import Session, connect
-from .errors import CxqlError, DataError, UsageError
-from .render import FORMATS, ResultWriter, render
+from .errors import CxqlError, UsageError
+from .render import FORMATS, ResultWriter
 from .resources import demo_store_path
-from .store import ConceptStore, Threshold
-from .store.activation_files import load_activations
-from .store.units import check_activations
-from .store.validate_input import check_new_layer, describe_os_error
+from .store.validate_input import describe_os_error
+from .subcommands import REGISTRY, Command, Tools
 from .version import __version__
-
-#: Subcommand groups: name -> function adding its parser(s) to the subparsers.
-#: Each sets ``func`` (args -> exit code) on the parsers it adds.
-SUBCOMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {}
-
-
-def subcommand(name: str):
-    """Register a function that adds the ``cxql NAME ...`` parsers."""
-    def register(fn: Callable[[argparse._SubParsersAction], None]):
-        SUBCOMMANDS[name] = fn
-        return fn
-    return register
-
 
 # ---------------------------------------------------------------- progress
 
 
 class RichProgress:
-    """A Rich progress bar on stderr, shown only when stderr is a terminal."""
+    """The CLI's :class:`cxql.progress.Progress`: a Rich bar on stderr, shown only when stderr is a terminal."""
 
     def __init__(self, enabled: bool | None = None) -> None:
         self.enabled = sys.stderr.isatty() if enabled is None else enabled
         self._bar: Any = None
         self._task: Any = None
 
-    def start(self, total: int, description: str) -> None:
+    def start(self, total: int, label: str) -> None:
         if not self.enabled:
             return
         from rich.console import Console
@@ -67,7 +53,7 @@ class RichProgress:
                              TextColumn("{task.fields[note]}", style="dim"),
                              console=Console(stderr=True), transient=True)
         self._bar.start()
-        self._task = self._bar.add_task(description, total=total, note="")
+        self._task = self._bar.add_task(label, total=total, note="")
 
     def advance(self, n: int = 1, note: str | None = None) -> None:
         if self._bar is not None:
@@ -85,7 +71,7 @@ class RichProgress:
 def _query_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="cxql", description="Explain neurons with logical formulas over concepts.",
-        epilog="subcommands: " + ", ".join(["store", "units", *[n for n in SUBCOMMANDS if n not in ("store", "units")]])
+        epilog="subcommands: " + ", ".join(REGISTRY.top_level())
         + " (cxql SUBCOMMAND --help)")
     p.add_argument("--version", action="version", version=f"cxql {__version__}")
     p.add_argument("-s", "--store", help="concept store directory (default: the bundled demo store)")
@@ -98,81 +84,13 @@ def _query_parser() -> argparse.ArgumentParser:
 
 
 def _tools_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="cxql", description="cxql store and unit tools")
-    sub = p.add_subparsers(dest="group", required=True)
-    for add in SUBCOMMANDS.values():
-        add(sub)
-    return p
+    """``cxql store ...``, ``cxql units ...`` and every other registered command (:mod:`cxql.subcommands`)."""
+    return REGISTRY.build_parser(argparse.ArgumentParser(prog="cxql", description="cxql store and unit tools"))
 
 
-@subcommand("units")
-def _units_parsers(sub: argparse._SubParsersAction) -> None:
-    units = sub.add_parser("units", help="attach unit layers to a store")
-    usub = units.add_subparsers(dest="action", required=True)
-    add = usub.add_parser("add", help="attach a layer from saved activations (.npy or .pt)",
-                          description="Activations are [samples, units, h, w] (upsampled to the mask shape) "
-                                      "or [samples, units], in the store's sample order.")
-    add.add_argument("store")
-    add.add_argument("layer")
-    add.add_argument("activations")
-    add.add_argument("--threshold", help="absolute value, or quantile:LEVEL (default: the store kind's)")
-    add.add_argument("--no-keep", action="store_true", help="do not keep raw activations (SET threshold off)")
-    add.add_argument("--replace", action="store_true", help="replace the layer if the store has one of that name")
-    add.set_defaults(func=_units_add)
-    for add_action in UNITS_ACTIONS.values():
-        add_action(usub)
-
-
-#: ``cxql units ACTION`` parsers added by extensions: action -> function adding its parser.
-UNITS_ACTIONS: dict[str, Callable[[argparse._SubParsersAction], None]] = {}
-
-
-@subcommand("store")
-def _store_parsers(sub: argparse._SubParsersAction) -> None:
-    store = sub.add_parser("store", help="build and inspect concept stores")
-    ssub = store.add_subparsers(dest="action", required=True)
-    info = ssub.add_parser("info", help="what a store holds")
-    info.add_argument("store")
-    info.add_argument("--format", choices=FORMATS, default="table")
-    info.set_defaults(func=_store_info)
-    from .store.check import add_parser as add_check
-    add_check(ssub)
-    build = ssub.add_parser("build", help="build a store from a probe dataset")
-    kinds = build.add_subparsers(dest="source", required=True)
-    for add in STORE_BUILDERS.values():
-        add(kinds)
-
-
-#: ``cxql store build KIND`` parsers: kind -> function adding its parser.
-STORE_BUILDERS: dict[str, Callable[[argparse._SubParsersAction], None]] = {}
-
-
-def _units_add(args: argparse.Namespace) -> int:
-    store = ConceptStore.open(args.store)
-    check_new_layer(store.layers, args.layer, args.replace)
-    # "0.5" is absolute, "quantile:0.99" a level; checked before a big file is read
-    threshold = Threshold.parse(args.threshold, store.default_threshold())
-    acts = load_activations(args.activations)
-    check_activations(acts, store.n_samples, args.activations)
-    progress = RichProgress()
-    progress.start(acts.shape[0] if acts.ndim else 0, f"thresholding {args.layer}")
-    try:
-        layer = store.add_units(args.layer, acts, threshold, keep_activations=not args.no_keep,
-                                progress=lambda n: progress.advance(n), replace=args.replace,
-                                on_warning=warn)
-    except DataError as exc:  # bad values (NaN, inf): say which file they are in
-        exc.message = f"{args.activations}: {exc.message}"
-        raise
-    finally:
-        progress.finish()
-    print(f"added {layer.describe()}", file=sys.stderr)
-    return 0
-
-
-def _store_info(args: argparse.Namespace) -> int:
-    session = connect(args.store)
-    render([session.execute("SHOW store")], args.format, sys.stdout)
-    return 0
+def _run_tool(args: argparse.Namespace) -> int:
+    command: Command = args._cxql_command
+    return command.run(args, Tools(progress=RichProgress, warn=warn))
 
 
 def warn(message: str) -> None:
@@ -247,9 +165,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         _load_extensions()
-        if argv and argv[0] in SUBCOMMANDS:
-            args = _parse(_tools_parser(), argv)
-            return args.func(args)
+        if argv and argv[0] in REGISTRY.top_level():
+            return _run_tool(_parse(_tools_parser(), argv))
         return run_queries(_parse(_query_parser(), argv))
     except _ParseExit as exc:
         return exc.code
@@ -282,15 +199,9 @@ def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespa
         raise _ParseExit(exc.code if isinstance(exc.code, int) else 2) from None
 
 
-#: Modules that register subcommands or store builders when imported.
-EXTENSIONS: tuple[str, ...] = ("cxql.store.broden", "cxql.store.nli", "cxql.record", "cxql.report")
-
-
 def _load_extensions() -> None:
-    import importlib
-
-    for name in EXTENSIONS:
-        importlib.import_module(name)
+    """Import the registered commands (built-in and entry points) before parsing."""
+    REGISTRY.load()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -36,9 +36,11 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from .errors import DataError, UsageError, did_you_mean
+from .progress import counter, stoppable
 from .store import ConceptStore, Layer
 from .store import units as un
 from .store.validate_input import check_new_layer
+from .subcommands import Command, Tools
 
 if TYPE_CHECKING:
     import torch
@@ -62,7 +64,8 @@ def record(model: torch.nn.Module, layer: str,
            threshold: "float | str | un.Threshold | None" = None, out: str | os.PathLike | None = None,
            transform: Callable | None = None, keep_activations: bool = True,
            progress: Callable[[int], None] | None = None, replace: bool = False,
-           on_warning: Callable[[str], None] | None = None) -> "Layer | np.ndarray":
+           on_warning: Callable[[str], None] | None = None,
+           should_stop: Callable[[], bool] | None = None) -> "Layer | np.ndarray":
     """Record ``model``'s module ``layer`` over ``images``; attach it to ``store`` when there is one.
 
     ``images`` is a store (its Broden images; it is also the store attached
@@ -72,7 +75,8 @@ def record(model: torch.nn.Module, layer: str,
     the store (default: ``layer``), and an existing layer of that name is
     replaced only with ``replace=True`` (checked before the model runs);
     ``progress`` is called with each batch's size; ``on_warning`` as in
-    :meth:`ConceptStore.add_units`.
+    :meth:`ConceptStore.add_units`. ``should_stop()`` is asked after each
+    batch; a yes raises :class:`~cxql.errors.Cancelled` before anything is attached.
     """
     if isinstance(images, ConceptStore):
         store = store or images
@@ -88,7 +92,8 @@ def record(model: torch.nn.Module, layer: str,
     target, temporary = (Path(out), False) if out else (_scratch(store), True)
     try:
         acts = stream_activations(model, find_module(model, layer), batches, n, target,
-                                  device or ("cuda" if torch.cuda.is_available() else "cpu"), progress)
+                                  device or ("cuda" if torch.cuda.is_available() else "cpu"),
+                                  stoppable(progress, should_stop, "recording"))
         if store is None:
             return acts
         return store.add_units(name or layer, acts, threshold, keep_activations=keep_activations,
@@ -267,46 +272,38 @@ def load_factory(spec: str) -> torch.nn.Module:
     return model
 
 
-def _register() -> None:
-    from .cli import UNITS_ACTIONS
-
-    def add(usub: argparse._SubParsersAction) -> None:
-        p = usub.add_parser("record", help="run a torch model over the store's images and attach a layer",
-                            description=__doc__.split("\n\n")[0])
-        p.add_argument("store")
-        p.add_argument("layer", help="module name in model.named_modules(), e.g. layer4")
-        p.add_argument("--model", required=True, metavar="MODULE:FACTORY",
-                       help="a function returning the model, e.g. torchvision.models:resnet18 or my.py:make")
-        p.add_argument("--name", help="the layer's name in the store (default: LAYER)")
-        p.add_argument("--batch-size", type=int, default=32)
-        p.add_argument("--device", help="torch device (default: cuda when available)")
-        p.add_argument("--threshold", help="absolute value, or quantile:LEVEL (default quantile:0.995)")
-        p.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"),
-                       help="resize images to H W (default: the store's recorded image size)")
-        p.add_argument("--save", metavar="ACTS.npy", help="also keep the raw activations in this file")
-        p.add_argument("--no-keep", action="store_true", help="do not keep raw activations in the store")
-        p.add_argument("--replace", action="store_true", help="replace the layer if the store has one of that name")
-        p.set_defaults(func=_cli_record)
-
-    UNITS_ACTIONS["record"] = add
+def _arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("store")
+    p.add_argument("layer", help="module name in model.named_modules(), e.g. layer4")
+    p.add_argument("--model", required=True, metavar="MODULE:FACTORY",
+                   help="a function returning the model, e.g. torchvision.models:resnet18 or my.py:make")
+    p.add_argument("--name", help="the layer's name in the store (default: LAYER)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--device", help="torch device (default: cuda when available)")
+    p.add_argument("--threshold", help="absolute value, or quantile:LEVEL (default quantile:0.995)")
+    p.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"),
+                   help="resize images to H W (default: the store's recorded image size)")
+    p.add_argument("--save", metavar="ACTS.npy", help="also keep the raw activations in this file")
+    p.add_argument("--no-keep", action="store_true", help="do not keep raw activations in the store")
+    p.add_argument("--replace", action="store_true", help="replace the layer if the store has one of that name")
 
 
-def _cli_record(args: argparse.Namespace) -> int:
-    from .cli import RichProgress, warn
-
+def _command(args: argparse.Namespace, tools: Tools) -> int:
     store = ConceptStore.open(args.store)
     model = load_factory(args.model)
-    bar = RichProgress()
+    bar = tools.progress()
     bar.start(store.n_samples, f"recording {args.layer}")
     try:
         layer = record(model, args.layer, store, name=args.name, batch_size=args.batch_size, device=args.device,
                        threshold=args.threshold, out=args.save, keep_activations=not args.no_keep,
-                       transform=default_transform(store, args.image_size), progress=lambda n: bar.advance(n),
-                       replace=args.replace, on_warning=warn)
+                       transform=default_transform(store, args.image_size), progress=counter(bar),
+                       replace=args.replace, on_warning=tools.warn, should_stop=tools.should_stop)
     finally:
         bar.finish()
     print(f"added {layer.describe()}", file=sys.stderr)
     return 0
 
 
-_register()
+#: ``cxql units record`` (listed in :data:`cxql.subcommands.BUILTIN`).
+COMMAND = Command(("units", "record"), "run a torch model over the store's images and attach a layer", _arguments,
+                  _command, description=__doc__.split("\n\n")[0])

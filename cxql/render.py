@@ -231,7 +231,7 @@ def print_by_length(result: Result, console: Console) -> None:
 
 
 class LiveProgress:
-    """``Session.progress`` for a terminal: a bar, and each unit's best formula as it lands.
+    """The shell's :class:`cxql.progress.Progress`: a bar, and each unit's best formula as it lands.
 
     The engine reports ``advance(n, note)`` with notes like ``unit 3: (water OR
     river)``; the last few stay on screen under the bar until the statement
@@ -246,13 +246,13 @@ class LiveProgress:
         self._task: Any = None
         self._notes: list[str] = []
 
-    def start(self, total: int, description: str) -> None:
+    def start(self, total: int, label: str) -> None:
         if not self.console.is_terminal:
             return
         self.finish()
         self._bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                              TimeElapsedColumn(), console=self.console)
-        self._task = self._bar.add_task(description, total=total)
+        self._task = self._bar.add_task(label, total=total)
         self._notes = []
         self._live = Live(self._view(), console=self.console, transient=True, refresh_per_second=10)
         self._live.start()

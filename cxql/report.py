@@ -29,9 +29,11 @@ from typing import Callable
 import numpy as np
 
 from .engine import Session, connect
-from .errors import DataError
+from .errors import DataError, UsageError
 from .parser import parse_formula
+from .progress import counter
 from .store import ConceptStore, Layer
+from .subcommands import Command, Tools
 
 UNIT_COLOR = (255, 221, 0)
 FORMULA_COLOR = (0, 200, 255)
@@ -248,41 +250,38 @@ def draw_report(session: Session, layer: str, reports: list[UnitReport], out: st
 # ------------------------------------------------------------------ CLI
 
 
-def _register() -> None:
-    from .cli import subcommand
-
-    @subcommand("report")
-    def add(sub: argparse._SubParsersAction) -> None:
-        p = sub.add_parser("report", help="HTML page and PNGs of a layer's units (best formula, top images)",
-                           description=__doc__.split("\n\n")[0])
-        p.add_argument("store")
-        p.add_argument("layer")
-        p.add_argument("--out", required=True, help="directory for LAYER.html, LAYER/unit_NNNN.png, LAYER.json")
-        p.add_argument("--units", default="*", help="units as in the language: *, 0..63, '1, 5, 9' (default *)")
-        p.add_argument("--length", type=int, default=3)
-        p.add_argument("--beam", type=int, default=5)
-        p.add_argument("--top", type=int, default=8, help="top-activating images per unit (default 8)")
-        p.add_argument("--tile", type=int, default=112, help="pixels per image tile (default 112)")
-        p.add_argument("--device", help="torch device for SEARCH, e.g. cuda")
-        p.set_defaults(func=_cli_report)
+def _arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("store")
+    p.add_argument("layer")
+    p.add_argument("--out", required=True, help="directory for LAYER.html, LAYER/unit_NNNN.png, LAYER.json")
+    p.add_argument("--units", default="*", help="units as in the language: *, 0..63, '1, 5, 9' (default *)")
+    p.add_argument("--length", type=int, default=3)
+    p.add_argument("--beam", type=int, default=5)
+    p.add_argument("--top", type=int, default=8, help="top-activating images per unit (default 8)")
+    p.add_argument("--tile", type=int, default=112, help="pixels per image tile (default 112)")
+    p.add_argument("--device", help="torch device for SEARCH, e.g. cuda")
 
 
-def _cli_report(args: argparse.Namespace) -> int:
-    from .cli import RichProgress, open_session
-
-    session = open_session(args.store, args.device)
+def _command(args: argparse.Namespace, tools: Tools) -> int:
+    if not Path(args.store).exists():
+        raise UsageError(f"no store at {args.store}")
+    session = connect(args.store)
+    if args.device:
+        session.execute(f"SET device = '{args.device}'")
     if args.layer not in session.store.layers:
         raise DataError(f"no layer {args.layer!r} in {args.store}; layers: {', '.join(session.store.layers) or 'none'}")
-    session.progress = RichProgress()
+    session.progress = tools.progress()
     reports = unit_reports(session, args.layer, args.units, length=args.length, beam=args.beam, top=args.top)
-    bar = RichProgress()
+    bar = tools.progress()
     bar.start(len(reports), "drawing units")
     try:
-        page = draw_report(session, args.layer, reports, args.out, tile=args.tile, progress=lambda n: bar.advance(n))
+        page = draw_report(session, args.layer, reports, args.out, tile=args.tile, progress=counter(bar))
     finally:
         bar.finish()
     print(f"wrote {page} ({len(reports)} units)", file=sys.stderr)
     return 0
 
 
-_register()
+#: ``cxql report`` (listed in :data:`cxql.subcommands.BUILTIN`).
+COMMAND = Command(("report",), "HTML page and PNGs of a layer's units (best formula, top images)", _arguments,
+                  _command, description=__doc__.split("\n\n")[0])

@@ -1,4 +1,4 @@
-"""What statements return: plain data, plus the progress protocol long work reports to.
+"""What statements return: plain data (the progress protocol is :mod:`cxql.progress`).
 
 Kept apart from the engine so that renderers, the shell and the statement
 handlers can all speak about results without importing the engine.
@@ -7,28 +7,10 @@ handlers can all speak about results without importing the engine.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from .errors import QueryError
-
-
-class Progress(Protocol):
-    """What long statements report to; the CLI and shell plug in Rich bars."""
-
-    def start(self, total: int, description: str) -> None: ...
-    def advance(self, n: int = 1, note: str | None = None) -> None: ...
-    def finish(self) -> None: ...
-
-
-class Quiet:
-    def start(self, total: int, description: str) -> None:
-        pass
-
-    def advance(self, n: int = 1, note: str | None = None) -> None:
-        pass
-
-    def finish(self) -> None:
-        pass
+from .progress import Progress, Quiet  # noqa: F401  (re-exported: the protocol lives in cxql.progress)
 
 
 @dataclass

@@ -36,6 +36,8 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from ..errors import DataError
+from ..progress import stoppable
+from ..subcommands import Command, Tools
 from . import signatures as sig
 from .concept_store import ConceptStore
 from .writer import StoreWriter, store_manifest
@@ -284,16 +286,20 @@ def pack_tuples(columns: Sequence[np.ndarray], image_labels: Iterable[int], widt
 def build_broden(source: str | Path | Broden, out: str | Path, *, categories: Sequence[str] | None = None,
                  prefixes: Sequence[str] = (), split: str | None = None, limit: int | None = None,
                  resolution: tuple[int, int] | None = None,
-                 progress: Callable[[int], None] | None = None, force: bool = False) -> ConceptStore:
+                 progress: Callable[[int], None] | None = None, force: bool = False,
+                 should_stop: Callable[[], bool] | None = None) -> ConceptStore:
     """Build the store of a Broden directory (or :class:`Broden`) at ``out``; return it opened.
 
     ``categories``, ``prefixes`` (of image paths, e.g. ``ade20k/``), ``split``
     and ``limit`` (first n) select rows; ``resolution`` is the mask shape
     (default: the first row's segmentation size); ``progress(1)`` per image.
+    ``should_stop()`` is asked after each image; when it says yes the build
+    raises :class:`~cxql.errors.Cancelled` and leaves ``out`` as it was.
     ``out`` must be absent, empty or a store; anything else needs ``force``,
     and the dataset itself is never replaced.
     """
     ds = source if isinstance(source, Broden) else open_broden(source, categories, prefixes, split, limit)
+    progress = stoppable(progress, should_stop, "the Broden build")
     if not ds.rows:
         raise DataError(f"{ds.directory / 'index.csv'}: no rows match the selection")
     shape = tuple(resolution) if resolution else ds.rows[0].seg_size
@@ -383,9 +389,7 @@ def parse_resolution(text: str) -> tuple[int, int]:
     return (int(parts[0]), int(parts[-1]))
 
 
-def _add_parser(kinds: argparse._SubParsersAction) -> None:
-    p = kinds.add_parser("broden", help="a store from a NetDissect Broden-layout directory",
-                         description=__doc__.split("\n\n")[0])
+def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("broden_dir")
     p.add_argument("--out", required=True, help="store directory to write (a store there is replaced atomically)")
     p.add_argument("--force", action="store_true", help="replace --out even if it is not a cxql store")
@@ -397,16 +401,14 @@ def _add_parser(kinds: argparse._SubParsersAction) -> None:
     p.add_argument("--limit", type=int, help="only the first N selected rows")
     p.add_argument("--resolution", type=parse_resolution,
                    help="mask resolution N or HxW (default: the first row's segmentation size)")
-    p.set_defaults(func=_cli_build)
 
 
-def _cli_build(args: argparse.Namespace) -> int:
-    from ..cli import RichProgress
+def _command(args: argparse.Namespace, tools: Tools) -> int:
     from .validate_input import check_out_path, os_errors
 
     check_out_path(args.out)
     ds = open_broden(args.broden_dir, args.categories, args.prefix, args.split, args.limit)
-    bar, started, done = RichProgress(), time.monotonic(), [0]
+    bar, started, done = tools.progress(), time.monotonic(), [0]
 
     def tick(n: int) -> None:
         done[0] += n
@@ -415,7 +417,8 @@ def _cli_build(args: argparse.Namespace) -> int:
     bar.start(len(ds.rows), "building store")
     try:
         with os_errors(args.out):
-            store = build_broden(ds, args.out, resolution=args.resolution, progress=tick, force=args.force)
+            store = build_broden(ds, args.out, resolution=args.resolution, progress=tick, force=args.force,
+                                 should_stop=tools.should_stop)
     finally:
         bar.finish()
     elapsed = time.monotonic() - started
@@ -426,9 +429,6 @@ def _cli_build(args: argparse.Namespace) -> int:
     return 0
 
 
-def _register() -> None:
-    from ..cli import STORE_BUILDERS
-    STORE_BUILDERS["broden"] = _add_parser
-
-
-_register()
+#: ``cxql store build broden`` (listed in :data:`cxql.subcommands.BUILTIN`).
+COMMAND = Command(("store", "build", "broden"), "a store from a NetDissect Broden-layout directory", _arguments,
+                  _command, description=__doc__.split("\n\n")[0])

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import StoreError
+from ..subcommands import Command, Tools
 from .concept_store import ConceptStore
 from .manifest import read_manifest
 from .signatures import concept_counts
@@ -94,15 +95,11 @@ def _check_contents(store: ConceptStore, path: Path) -> list[str]:
     return faults
 
 
-def add_parser(actions: argparse._SubParsersAction) -> None:
-    """``cxql store check STORE`` (added by cli.py to ``cxql store``)."""
-    p = actions.add_parser("check", help="verify every array of a store (checksums and counts)",
-                           description=__doc__.split("\n\n")[0])
+def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("store")
-    p.set_defaults(func=_command)
 
 
-def _command(args: argparse.Namespace) -> int:
+def _command(args: argparse.Namespace, tools: Tools) -> int:
     faults, notes = check_store(args.store)
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
@@ -110,3 +107,8 @@ def _command(args: argparse.Namespace) -> int:
         raise StoreError("\n".join(faults))
     print(f"{args.store}: intact", file=sys.stderr)
     return 0
+
+
+#: ``cxql store check STORE`` (listed in :data:`cxql.subcommands.BUILTIN`).
+COMMAND = Command(("store", "check"), "verify every array of a store (checksums and counts)", _arguments, _command,
+                  description=__doc__.split("\n\n")[0])

@@ -40,6 +40,7 @@ Choices, as compexp makes them unless said otherwise:
 
 from __future__ import annotations
 
+import argparse
 import json
 import warnings
 from collections import Counter
@@ -50,6 +51,8 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from ..errors import DataError
+from ..progress import check_stop
+from ..subcommands import Command, Tools
 from ..text import TAG_PREFIX, RegexTokenizer, Tagger, Token, load_pipeline
 from . import signatures as sig
 from .concept_store import ConceptStore
@@ -259,13 +262,15 @@ def concept_rows(pairs: Sequence[Pair], analysis: Analysis, layout: Layout, star
 def build_nli_store(source: str | Path | Sequence[Pair], *, words: int = 2000, lemma: bool = False,
                     tagger: Tagger | str | None = "auto", vectors: str | Path | None = None,
                     vectors_format: str = "auto", skip_bad: bool = False,
-                    on_warning: Callable[[str], None] | None = None) -> ConceptStore:
+                    on_warning: Callable[[str], None] | None = None,
+                    should_stop: Callable[[], bool] | None = None) -> ConceptStore:
     """An in-memory text store from a pairs file (or pairs); ``store.save(path)`` writes it.
 
     ``tagger`` is a :class:`Tagger` (e.g. ``SpacyTagger(nlp)``), a spaCy
     pipeline name or path, ``"auto"`` (``en_core_web_sm`` if installed) or
     None (no tags). ``vectors`` is a word-vector file for NEIGHBORS (see
-    :mod:`cxql.text`).
+    :mod:`cxql.text`). ``should_stop()`` is asked between the build's phases
+    (reading, tagging) and after each chunk of pairs; a yes raises :class:`~cxql.errors.Cancelled`.
     """
     if words < 1:
         raise DataError(f"--words must be at least 1, got {words}")
@@ -282,13 +287,17 @@ def build_nli_store(source: str | Path | Sequence[Pair], *, words: int = 2000, l
     if lemma and tagger is None:
         raise DataError("--lemma needs a spaCy pipeline with a lemmatizer; " + (pos_note or "none is loaded"))
     tokenizer = tagger if tagger is not None else RegexTokenizer()
+    check_stop(should_stop, "the NLI build")
     analysis = analyse(pairs, tokenizer, lemma)
+    check_stop(should_stop, "the NLI build")
     if tagger is not None and not analysis.tag_vocab:
         pos_note = f"the pipeline {tagger.describe().get('pipeline', '?')} assigns no tags, so no tag concepts"
     layout = Layout(top_words(analysis, words), sorted(analysis.tag_vocab), label_order(pairs))
     builder = sig.SignatureBuilder(len(layout.names))
-    ids = [builder.add(sig.pack_rows(concept_rows(pairs, analysis, layout, a, min(a + _CHUNK, len(pairs)))))
-           for a in range(0, len(pairs), _CHUNK)]
+    ids = []
+    for a in range(0, len(pairs), _CHUNK):
+        ids.append(builder.add(sig.pack_rows(concept_rows(pairs, analysis, layout, a, min(a + _CHUNK, len(pairs))))))
+        check_stop(should_stop, "the NLI build")
     bits, counts = builder.table()
     metadata = _metadata(source, pairs, skipped, layout, tokenizer, words, lemma, pos_note)
     store = ConceptStore.from_signatures(bits, counts, np.concatenate(ids), layout.names, layout.categories,
@@ -334,48 +343,28 @@ def summary(store: ConceptStore) -> str:
 # ---------------------------------------------------------------- command line
 
 
-def _register_cli() -> None:
-    """``cxql store build nli`` and ``cxql nli classifier`` (loaded through cli.EXTENSIONS)."""
-    from .. import cli
-
-    def add_builder(kinds) -> None:
-        p = kinds.add_parser("nli", help="a text store from SNLI-style JSON lines",
-                             description="One position per pair: pre:/hyp: words, pre:pos:/hyp:pos: tags, "
-                                         "overlap-25/50/75 and gold labels (see cxql.store.nli).")
-        p.add_argument("pairs", help="JSON lines with sentence1, sentence2 and optionally gold_label")
-        p.add_argument("--out", required=True, help="store directory to write (a store there is replaced atomically)")
-        p.add_argument("--force", action="store_true", help="replace --out even if it is not a cxql store")
-        p.add_argument("--words", type=int, default=2000, help="most common words kept per side (default 2000)")
-        p.add_argument("--lemma", action="store_true", help="lemmas instead of lower-cased surface forms")
-        p.add_argument("--pipeline", default="auto",
-                       help="installed spaCy pipeline for tags (default: en_core_web_sm if installed; none: off)")
-        p.add_argument("--vectors", help="word vectors for NEIGHBORS (GloVe text, word2vec text or binary)")
-        p.add_argument("--vectors-format", choices=("auto", "glove", "word2vec", "word2vec-binary"), default="auto")
-        p.add_argument("--skip-bad", action="store_true", help="skip bad lines with a warning instead of refusing")
-        p.set_defaults(func=_build_command)
-
-    def add_group(sub) -> None:
-        group = sub.add_parser("nli", help="NLI analysis: attach a classifier for SEARCH ... WITH accuracy")
-        gsub = group.add_subparsers(dest="action", required=True)
-        p = gsub.add_parser("classifier", help="attach a layer's output weights and the model's predictions")
-        p.add_argument("store")
-        p.add_argument("layer")
-        p.add_argument("--weights", required=True, help=".npy/.pt [classes, units] (or [units, classes])")
-        p.add_argument("--predictions", required=True, help=".npy/.pt class indices [pairs] or scores [pairs, classes]")
-        p.add_argument("--classes", default=",".join(SNLI_LABELS), help="class names in output order")
-        p.set_defaults(func=_classifier_command)
-
-    cli.STORE_BUILDERS["nli"] = add_builder
-    cli.SUBCOMMANDS["nli"] = add_group
+def _build_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("pairs", help="JSON lines with sentence1, sentence2 and optionally gold_label")
+    p.add_argument("--out", required=True, help="store directory to write (a store there is replaced atomically)")
+    p.add_argument("--force", action="store_true", help="replace --out even if it is not a cxql store")
+    p.add_argument("--words", type=int, default=2000, help="most common words kept per side (default 2000)")
+    p.add_argument("--lemma", action="store_true", help="lemmas instead of lower-cased surface forms")
+    p.add_argument("--pipeline", default="auto",
+                   help="installed spaCy pipeline for tags (default: en_core_web_sm if installed; none: off)")
+    p.add_argument("--vectors", help="word vectors for NEIGHBORS (GloVe text, word2vec text or binary)")
+    p.add_argument("--vectors-format", choices=("auto", "glove", "word2vec", "word2vec-binary"), default="auto")
+    p.add_argument("--skip-bad", action="store_true", help="skip bad lines with a warning instead of refusing")
 
 
-def _stderr(message: str) -> None:
-    import sys
+def _classifier_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("store")
+    p.add_argument("layer")
+    p.add_argument("--weights", required=True, help=".npy/.pt [classes, units] (or [units, classes])")
+    p.add_argument("--predictions", required=True, help=".npy/.pt class indices [pairs] or scores [pairs, classes]")
+    p.add_argument("--classes", default=",".join(SNLI_LABELS), help="class names in output order")
 
-    print(f"warning: {message}", file=sys.stderr)
 
-
-def _build_command(args) -> int:
+def _build_command(args: argparse.Namespace, tools: Tools) -> int:
     import sys
 
     from .commit import target_kind
@@ -386,14 +375,14 @@ def _build_command(args) -> int:
     target_kind(Path(args.out), inputs, args.force)  # refuse a bad --out before the build, not after
     store = build_nli_store(args.pairs, words=args.words, lemma=args.lemma, tagger=args.pipeline,
                             vectors=args.vectors, vectors_format=args.vectors_format, skip_bad=args.skip_bad,
-                            on_warning=_stderr)
+                            on_warning=tools.warn, should_stop=tools.should_stop)
     with os_errors(args.out):
         store = store.save(args.out, force=args.force, inputs=inputs)
     print(f"built {args.out}: {summary(store)}", file=sys.stderr)
     return 0
 
 
-def _classifier_command(args) -> int:
+def _classifier_command(args: argparse.Namespace, tools: Tools) -> int:
     import sys
 
     from ..text_record import attach_classifier
@@ -408,4 +397,11 @@ def _classifier_command(args) -> int:
     return 0
 
 
-_register_cli()
+#: ``cxql store build nli`` and ``cxql nli classifier`` (listed in :data:`cxql.subcommands.BUILTIN`).
+COMMANDS = (
+    Command(("store", "build", "nli"), "a text store from SNLI-style JSON lines", _build_arguments, _build_command,
+            description="One position per pair: pre:/hyp: words, pre:pos:/hyp:pos: tags, "
+                        "overlap-25/50/75 and gold labels (see cxql.store.nli)."),
+    Command(("nli", "classifier"), "attach a layer's output weights and the model's predictions",
+            _classifier_arguments, _classifier_command),
+)

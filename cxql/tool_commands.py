@@ -1,0 +1,69 @@
+"""``cxql units add`` and ``cxql store info``: the store tools that belong to no builder.
+
+Registered in :data:`cxql.subcommands.BUILTIN`; they get their progress
+display and warnings from the front end (:class:`cxql.subcommands.Tools`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .engine import connect
+from .errors import DataError
+from .progress import counter
+from .render import FORMATS, render
+from .store import ConceptStore, Threshold
+from .store.activation_files import load_activations
+from .store.units import check_activations
+from .store.validate_input import check_new_layer
+from .subcommands import Command, Tools
+
+
+def _units_add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("store")
+    p.add_argument("layer")
+    p.add_argument("activations")
+    p.add_argument("--threshold", help="absolute value, or quantile:LEVEL (default: the store kind's)")
+    p.add_argument("--no-keep", action="store_true", help="do not keep raw activations (SET threshold off)")
+    p.add_argument("--replace", action="store_true", help="replace the layer if the store has one of that name")
+
+
+def units_add(args: argparse.Namespace, tools: Tools) -> int:
+    store = ConceptStore.open(args.store)
+    check_new_layer(store.layers, args.layer, args.replace)
+    # "0.5" is absolute, "quantile:0.99" a level; checked before a big file is read
+    threshold = Threshold.parse(args.threshold, store.default_threshold())
+    acts = load_activations(args.activations)
+    check_activations(acts, store.n_samples, args.activations)
+    progress = tools.progress()
+    progress.start(acts.shape[0] if acts.ndim else 0, f"thresholding {args.layer}")
+    try:
+        layer = store.add_units(args.layer, acts, threshold, keep_activations=not args.no_keep,
+                                progress=counter(progress), replace=args.replace, on_warning=tools.warn)
+    except DataError as exc:  # bad values (NaN, inf): say which file they are in
+        exc.message = f"{args.activations}: {exc.message}"
+        raise
+    finally:
+        progress.finish()
+    print(f"added {layer.describe()}", file=sys.stderr)
+    return 0
+
+
+def _store_info_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("store")
+    p.add_argument("--format", choices=FORMATS, default="table")
+
+
+def store_info(args: argparse.Namespace, tools: Tools) -> int:
+    session = connect(args.store)
+    render([session.execute("SHOW store")], args.format, sys.stdout)
+    return 0
+
+
+COMMANDS = (
+    Command(("store", "info"), "what a store holds", _store_info_arguments, store_info),
+    Command(("units", "add"), "attach a layer from saved activations (.npy or .pt)", _units_add_arguments,
+            units_add, description="Activations are [samples, units, h, w] (upsampled to the mask shape) "
+                                   "or [samples, units], in the store's sample order."),
+)
