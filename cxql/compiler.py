@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
 from . import syntax as s
-from .errors import NameResolutionError, QueryError, did_you_mean
+from .errors import CxqlError, NameResolutionError, QueryError, Span, did_you_mean
 from .limits import MAX_DEPTH, MAX_LEAVES
 from .store import ConceptInfo
 
@@ -141,18 +141,23 @@ class Compiler:
         out = self._canonical(formula)
         depth, leaves = shape(out)
         if depth > MAX_DEPTH or leaves > MAX_LEAVES:
-            used = [leaf.name for leaf in s.leaves(formula) if isinstance(leaf, s.Concept) and leaf.name in self.lets]
+            used = [leaf for leaf in s.leaves(formula) if isinstance(leaf, s.Concept) and leaf.name in self.lets]
             raise QueryError(f"formula too large once LET names are expanded: {leaves:,} leaves nested {depth:,} "
                              f"levels deep (limits: {MAX_LEAVES:,} leaves, {MAX_DEPTH} levels)",
-                             needle=used[0] if used else None,
-                             hint="a LET that uses its own name twice doubles in size each time")
+                             needle=used[0].name if used else None,
+                             hint="a LET that uses its own name twice doubles in size each time"
+                             ).at(used[0].span if used else None)
         return out
 
     def _canonical(self, formula: s.Formula) -> s.Formula:
         if isinstance(formula, s.Concept):
             if formula.name in self.lets:
                 return self.lets[formula.name]
-            return s.Concept(self.resolver.display_name(self.resolver.resolve(formula.name)))
+            try:
+                index = self.resolver.resolve(formula.name)
+            except CxqlError as exc:
+                raise exc.at(formula.span) from None
+            return s.Concept(self.resolver.display_name(index))
         if isinstance(formula, s.Not):
             return s.Not(self._canonical(formula.operand))
         if isinstance(formula, s.And):
@@ -170,7 +175,10 @@ class Compiler:
         if plan is None:
             canonical = self.canonical(formula)
             ops: list[Op] = []
-            self._emit(canonical, ops, {})
+            try:
+                self._emit(canonical, ops, {})
+            except CxqlError as exc:  # NEIGHBORS without vectors, a word without a vector
+                raise exc.at(_first_neighbors_span(formula)) from None
             plan = self._cache[formula] = Plan(canonical, tuple(ops))
         return plan
 
@@ -190,7 +198,13 @@ class Compiler:
         return seen[op]
 
     def _neighbors(self, f: s.Neighbors) -> Sequence[int]:
+        """The concepts NEIGHBORS stands for (errors are pinned on the user's NEIGHBORS by :meth:`compile`)."""
         if self.neighbors is None:
             raise NameResolutionError(f"{f} needs word vectors, and this store has none",
                                       hint="build a text store with --vectors to use NEIGHBORS")
         return self.neighbors(self.resolver.resolve(f.word.name), 5 if f.k is None else f.k)
+
+
+def _first_neighbors_span(formula: s.Formula) -> Span | None:
+    """Where the first NEIGHBORS of a formula was written, if it was (None for one from a LET)."""
+    return next((leaf.span for leaf in s.leaves(formula) if isinstance(leaf, s.Neighbors)), None)

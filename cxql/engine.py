@@ -130,13 +130,14 @@ class Session:
         if selection.all:
             return list(range(n))
         out: list[int] = []
-        for item in selection.items:
+        for i, item in enumerate(selection.items):
             first, last = (item, item) if isinstance(item, int) else (item.first, item.last)
+            span = selection.spans[i] if i < len(selection.spans) else None
             if first > last:
-                raise QueryError(f"empty unit range {item}", needle=str(item))
+                raise QueryError(f"empty unit range {item}", needle=str(item)).at(span)
             if last >= n:
                 raise NameResolutionError(f"unit {last} does not exist: layer {self.layer().name!r} "
-                                          f"has units 0..{n - 1}", needle=str(last))
+                                          f"has units 0..{n - 1}", needle=str(last)).at(span)
             out.extend(range(first, last + 1))
         return list(dict.fromkeys(out))
 

@@ -38,13 +38,19 @@ class CxqlError(Exception):
         self.hint = hint
         self.needle = needle  # the offending word, for finding its place in the query
 
+    def at(self, span: Span | None) -> "CxqlError":
+        """Point the error at ``span`` (a syntax node's), unless it already points somewhere."""
+        if self.span is None and span is not None:
+            self.span = span
+        return self
+
     def locate(self, text: str, region: Span) -> "CxqlError":
         """Point the error at ``needle`` inside ``region`` of ``text`` (or at the whole region)."""
         if self.span is not None:
             return self.with_source(text)
         start, end = region.start, region.end
         if self.needle:
-            found = text.find(self.needle, start, end)
+            found = _find_word(text, self.needle, start, end)
             if found >= 0:
                 start, end = found, found + len(self.needle)
         line = text.count("\n", 0, start) + 1
@@ -97,6 +103,23 @@ class UsageError(CxqlError):
     """Wrong command-line use."""
 
     exit_code = 2
+
+
+def _find_word(text: str, needle: str, start: int, end: int) -> int:
+    """Where ``needle`` first stands alone in ``text[start:end]`` (not inside a longer name), else where it
+    first occurs at all, else -1: ``in`` is found in ``ink AND in`` at the second word."""
+    first = found = text.find(needle, start, end)
+    while found >= 0:
+        before = text[found - 1] if found > start else " "
+        after = text[found + len(needle)] if found + len(needle) < end else " "
+        if not _word_char(before) and not _word_char(after):
+            return found
+        found = text.find(needle, found + 1, end)
+    return first
+
+
+def _word_char(ch: str) -> bool:
+    return ch.isalnum() or ch in "_'"
 
 
 def caret(text: str, span: Span) -> str:

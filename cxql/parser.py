@@ -12,15 +12,14 @@ from __future__ import annotations
 import ast
 import re
 import warnings
-from functools import lru_cache
 
 from lark import Lark, Token, Transformer, Tree, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
 
 from . import syntax as s
 from .errors import CxqlError, QueryError, QuerySyntaxError, Span, did_you_mean
+from .grammar_terms import full_match, grammar_text, keywords, lark_parser  # noqa: F401  (grammar_text re-exported)
 from .limits import MAX_DEPTH, MAX_DIGITS
-from .resources import data_path
 
 #: How terminals read in "expected ..." messages.
 _TERMINAL_WORDS = {
@@ -40,22 +39,12 @@ _TERMINAL_WORDS = {
 }
 
 
-@lru_cache(maxsize=1)
-def grammar_text() -> str:
-    """The grammar source (also used by the shell's completer)."""
-    return data_path("grammar", "cxql.lark").read_text(encoding="utf-8")
-
-
-@lru_cache(maxsize=1)
 def _lark() -> Lark:
-    return Lark(grammar_text(), start="script", parser="lalr", lexer="contextual",
-                propagate_positions=False, maybe_placeholders=False)
+    return lark_parser(positions=False)
 
 
-@lru_cache(maxsize=1)
 def _lark_with_positions() -> Lark:
-    return Lark(grammar_text(), start="script", parser="lalr", lexer="contextual",
-                propagate_positions=True, maybe_placeholders=False)
+    return lark_parser(positions=True)
 
 
 def parser() -> Lark:
@@ -93,9 +82,7 @@ def parse_with_spans(text: str) -> list[tuple[s.Statement, Span]]:
     for child in tree.children:
         if isinstance(child, Token):
             continue
-        meta = child.meta
-        span = Span(meta.line, meta.column, meta.start_pos, meta.end_pos)
-        out.append((_transform(child, text), span))
+        out.append((_transform(child, text), _span(child.meta)))
     return out
 
 
@@ -138,6 +125,13 @@ def _transform(tree: Tree, text: str):
         raise
 
 
+def _span(meta) -> Span | None:
+    """The span of a tree node, or None when the parser kept no positions."""
+    if meta.empty:
+        return None
+    return Span(meta.line, meta.column, meta.start_pos, meta.end_pos)
+
+
 def _whole(token: Token) -> int:
     """A whole number token as an int, refusing numbers longer than MAX_DIGITS digits."""
     text = str(token).lstrip("+-")
@@ -172,39 +166,47 @@ class _ToSyntax(Transformer):
     def script(self, items):
         return s.Script(tuple(i for i in items if not isinstance(i, Token)))
 
-    # formulas
-    def bare_name(self, items):
+    # formulas (each node keeps its span when the parser kept positions)
+    @v_args(meta=True)
+    def bare_name(self, meta, items):
         parts = [_unescape(t) if t.type == "STRING" else str(t) for t in items]
-        return s.Concept(":".join(parts))
+        return s.Concept(":".join(parts), span=_span(meta))
 
-    def quoted_name(self, items):
-        return s.Concept(_unescape(items[0]))
+    @v_args(meta=True)
+    def quoted_name(self, meta, items):
+        return s.Concept(_unescape(items[0]), span=_span(meta))
 
-    def not_op(self, items):
-        return s.Not(items[0])
+    @v_args(meta=True)
+    def not_op(self, meta, items):
+        return s.Not(items[0], span=_span(meta))
 
-    def and_op(self, items):
-        return s.And(items[0], items[1])
+    @v_args(meta=True)
+    def and_op(self, meta, items):
+        return s.And(items[0], items[1], span=_span(meta))
 
-    def or_op(self, items):
-        return s.Or(items[0], items[1])
+    @v_args(meta=True)
+    def or_op(self, meta, items):
+        return s.Or(items[0], items[1], span=_span(meta))
 
-    def neighbors(self, items):
+    @v_args(meta=True)
+    def neighbors(self, meta, items):
         k = _whole(items[1]) if len(items) > 1 else None
-        return s.Neighbors(items[0], k)
+        return s.Neighbors(items[0], k, span=_span(meta))
 
     # units
     def all_units(self, _items):
         return s.Units(())
 
     def unit_list(self, items):
-        return s.Units(tuple(items))
+        return s.Units(tuple(item for item, _ in items), spans=tuple(span for _, span in items))
 
-    def unit_one(self, items):
-        return _whole(items[0])
+    @v_args(meta=True)
+    def unit_one(self, meta, items):
+        return _whole(items[0]), _span(meta)
 
-    def unit_range(self, items):
-        return s.UnitRange(_whole(items[0]), _whole(items[1]))
+    @v_args(meta=True)
+    def unit_range(self, meta, items):
+        return s.UnitRange(_whole(items[0]), _whole(items[1])), _span(meta)
 
     # statements
     def formula_stmt(self, items):
@@ -352,9 +354,9 @@ def _blame_previous(exc: UnexpectedToken, text: str) -> QuerySyntaxError | None:
     token = exc.token
     if prev is None or prev.start_pos is None or token.type == "$END" or token.start_pos is None:
         return None
-    glued = prev.end_pos == token.start_pos and _WORD.fullmatch(str(prev)) and _WORD.match(str(token))
+    glued = prev.end_pos == token.start_pos and _word().fullmatch(str(prev)) and _word().match(str(token))
     if glued:
-        word = _WORD.match(text, prev.start_pos)
+        word = _word().match(text, prev.start_pos)
         assert word is not None
         start, end = prev.start_pos, word.end()
         keyword = prev.type != "IDENT" and str(prev).upper() in _keywords()
@@ -371,14 +373,14 @@ def _blame_previous(exc: UnexpectedToken, text: str) -> QuerySyntaxError | None:
                             hint="; ".join(filter(None, [expected, hint])) or None)
 
 
-_WORD = re.compile(r"[A-Za-z0-9_']+")
+def _word() -> re.Pattern[str]:
+    """A name as the grammar reads it (IDENT): what a word glued to a keyword would have been."""
+    return full_match("IDENT")
 
 
-@lru_cache(maxsize=1)
 def _keywords() -> frozenset[str]:
     """The grammar's keywords, upper case (AND, OR, ON, SEARCH, ...)."""
-    return frozenset(t.pattern.value.upper() for t in _lark().terminals
-                     if t.pattern.type == "str" and t.pattern.value.isalpha())
+    return keywords()
 
 
 def _accepts_at(text: str, pos: int) -> set[str]:

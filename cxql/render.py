@@ -18,6 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
+from .grammar_terms import formula_keywords
 from .result import Result
 from .version import __version__
 
@@ -138,7 +139,7 @@ def write_csv(result: Result, out: TextIO) -> None:
 def formula_text(formula: str) -> Text:
     """A formula with its operators highlighted."""
     text = Text(formula)
-    text.highlight_words(["AND", "OR", "NOT", "NEIGHBORS"], style="bold magenta")
+    text.highlight_words(sorted(formula_keywords()), style="bold magenta")
     text.highlight_regex(r"[()]", style="dim")
     return text
 

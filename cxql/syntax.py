@@ -4,26 +4,26 @@ Every node's ``str()`` is the canonical cxql text for it, and parsing that text
 gives back an equal node (``parse(str(t)) == t``), so results can print a
 formula that a user pastes straight into ``EVAL``. Binary operations are always
 parenthesised, which makes the printed form independent of precedence.
-Nodes carry no source positions: two formulas are equal when they say the same
+Formula nodes carry the span of text they were parsed from (``span``, None
+for nodes built in code), so an error found later (an unknown concept deep in
+a formula) puts its caret on the very token. The span takes no part in
+equality, hashing or printing: two formulas are equal when they say the same
 thing, wherever they were written.
 """
 
 from __future__ import annotations
 
-import re
 from functools import lru_cache
 from dataclasses import dataclass, field
 from typing import ClassVar, Iterator, Union
 
-#: Words that are keywords somewhere in the grammar; a concept with one of
-#: these names is printed quoted so that it can never be read as the keyword.
-KEYWORDS = frozenset(
-    """and or not eval on unit search length beam distinct match top let show
-    concepts like categories units store lets settings set explain neighbors
-    none with accuracy order by asc desc""".split()
-)
+from .errors import Span
+from .grammar_terms import full_match, is_keyword
 
-_BARE = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_']|-(?!-))*\Z")
+
+def _span():
+    """Where a node was written: kept for error carets, ignored by ==, hash() and repr()."""
+    return field(default=None, compare=False, repr=False)
 
 
 def quote(text: str) -> str:
@@ -35,11 +35,13 @@ def quote(text: str) -> str:
 def format_name(text: str) -> str:
     """Print a concept name bare when it re-lexes as one, else quoted.
 
-    A qualified name ``category:name`` prints bare when each part is a plain
-    identifier and the first part is no keyword.
+    A qualified name ``category:name`` prints bare when each part is the
+    grammar's IDENT and the first part is none of its keywords (both read from
+    grammar/cxql.lark by :mod:`cxql.grammar_terms`).
     """
     parts = text.split(":")
-    if all(_BARE.match(p) for p in parts) and parts[0].lower() not in KEYWORDS:
+    ident = full_match("IDENT")
+    if all(ident.fullmatch(p) for p in parts) and not is_keyword(parts[0]):
         return text
     return quote(text)
 
@@ -52,6 +54,7 @@ class Concept:
     """A concept leaf, by the name the user wrote (bare or ``category:name``)."""
 
     name: str
+    span: Span | None = _span()
 
     def __str__(self) -> str:
         return format_name(self.name)
@@ -60,6 +63,7 @@ class Concept:
 @dataclass(frozen=True)
 class Not:
     operand: "Formula"
+    span: Span | None = _span()
 
     def __str__(self) -> str:
         return f"NOT {self.operand}"
@@ -71,6 +75,7 @@ class _Binary:
 
     left: "Formula"
     right: "Formula"
+    span: Span | None = _span()
     op: ClassVar[str] = ""
 
     def __str__(self) -> str:
@@ -93,6 +98,7 @@ class Neighbors:
 
     word: Concept
     k: int | None = None
+    span: Span | None = _span()
 
     def __str__(self) -> str:
         k = "" if self.k is None else f", {self.k}"
@@ -140,6 +146,8 @@ class Units:
     """A unit selection: ``*`` (``items`` empty) or a list of numbers and ranges."""
 
     items: tuple[UnitItem, ...] = ()
+    #: Where each item was written (parallel to ``items``; empty for selections built in code).
+    spans: tuple[Span | None, ...] = field(default=(), compare=False, repr=False)
 
     @property
     def all(self) -> bool:

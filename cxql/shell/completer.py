@@ -27,13 +27,14 @@ from typing import Callable, Iterable, Iterator, Mapping, Sequence
 from prompt_toolkit.completion import Completer, Completion, PathCompleter
 from prompt_toolkit.document import Document
 
+from ..grammar_terms import formula_keywords, full_match, token_pattern
 from ..settings import SETTINGS, Setting
 from ..syntax import format_name
 from .lexer import grammar_keywords
 from .statements import ParseState, in_comment, open_quote, parse_state
 
-#: The word being typed: an identifier, possibly qualified (``color:bl``).
-_WORD = re.compile(r"(?:[A-Za-z0-9_](?:[A-Za-z0-9_':]|-(?!-))*)?\Z")
+#: The word being typed: the grammar's IDENT, possibly qualified (``color:bl``, ``color:``).
+_WORD = re.compile(f"(?:(?:{token_pattern('IDENT')})(?::(?:{token_pattern('IDENT')})?)*)?\\Z")
 #: What ``ORDER BY`` may name, by statement (the tests check them against real results).
 ORDER_COLUMNS = {"SEARCH": ("iou", "unit", "precision", "recall", "length", "mask_size", "formula"),
                  "SHOW": ("count", "name", "category", "fraction", "samples")}
@@ -165,7 +166,7 @@ def _lower_case(word: str, state: ParseState) -> bool:
 def _keywords(accepts: Iterable[str], word: str, ctx: CompletionContext, *, lower: bool) -> Iterator[Suggestion]:
     known = set(grammar_keywords())
     names = sorted(t for t in accepts if t in known and (ctx.neighbors or t != "NEIGHBORS"))
-    for kw in sorted(names, key=lambda k: (k in ("AND", "OR", "NOT", "NEIGHBORS"), k)):
+    for kw in sorted(names, key=lambda k: (k in formula_keywords(), k)):
         if kw.lower().startswith(word.lower()):
             yield Suggestion(kw.lower() if lower else kw, len(word), kw, "keyword")
 
@@ -192,7 +193,7 @@ def _setting_values(name: str, ctx: CompletionContext) -> list[str]:
         values += list(ctx.layers)
     elif setting.default is not None and not values:
         values.append(str(setting.default))
-    return [v if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*|[0-9.]+", v) else f"'{v}'" for v in values]
+    return [v if full_match("IDENT").fullmatch(v) or full_match("NUMBER").fullmatch(v) else f"'{v}'" for v in values]
 
 
 def _strip_quotes(text: str) -> str:

@@ -13,7 +13,8 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
-from ..parser import grammar_text
+from .. import grammar_terms
+from ..grammar_terms import grammar_text
 
 #: What each statement does, by its first keyword.
 SUMMARIES = {
@@ -80,13 +81,7 @@ def _top_level_alternatives(body: str) -> list[str]:
 
 def statement_keywords() -> list[str]:
     """The keywords that start a statement (EVAL, SEARCH, ...), in grammar order."""
-    out = []
-    for name, alternatives in grammar_rules().items():
-        for alt in alternatives:
-            first = re.match(r'"([A-Za-z]+)"i', alt)
-            if name.endswith("_stmt") and first and first.group(1).upper() not in out:
-                out.append(first.group(1).upper())
-    return out
+    return list(grammar_terms.statement_keywords())
 
 
 def statement_help(keyword: str) -> list[str] | None:

@@ -4,9 +4,10 @@ The shell feeds it to prompt_toolkit for live highlighting as you type, and
 it is registered as a Pygments plugin (``pygments.lexers`` entry point), so
 ``pygmentize -l cxql`` and Markdown renderers that use Pygments know cxql too.
 
-Keywords are read from grammar/cxql.lark (every case-insensitive string
-literal there), so a keyword added to the grammar is highlighted without
-touching this file. The lexer is a regular-expression lexer and knows no
+Keywords, operator words and the IDENT, STRING, NUMBER and COMMENT token
+patterns come from grammar/cxql.lark (through :mod:`cxql.grammar_terms`),
+so a keyword or token added to the grammar is highlighted without touching
+this file. The lexer is a regular-expression lexer and knows no
 parser state: a concept that happens to be called ``top`` is coloured as a
 keyword, which is also how the parser treats it at the start of an atom.
 
@@ -25,27 +26,27 @@ Token choices:
 from __future__ import annotations
 
 import re
-from functools import lru_cache
 
 from pygments.lexer import RegexLexer, bygroups, words
 from pygments.token import (Comment, Keyword, Name, Number, Operator, Punctuation, String, Text,
                             Whitespace)
 
-from ..parser import grammar_text
+from ..grammar_terms import keywords_longest_first, operator_words, token_pattern
 
-#: Operators that read as words.
-OPERATOR_WORDS = ("AND", "OR", "NOT")
+#: Operators that read as words (the grammar's ``*_op`` rules: AND, OR, NOT).
+OPERATOR_WORDS = tuple(sorted(operator_words()))
 
-IDENT = r"[A-Za-z0-9_](?:[A-Za-z0-9_']|-(?!-))*"
-STRING = r"'(?:[^'\\\n]|\\.)*'|\"(?:[^\"\\\n]|\\.)*\""
-NUMBER = r"[+-]?(?:[0-9]+\.[0-9]*|\.[0-9]+|[0-9]+)(?:[eE][+-]?[0-9]+)?(?![A-Za-z0-9_'])"
+IDENT = token_pattern("IDENT")
+STRING = token_pattern("STRING")
+#: A number as the grammar reads it, not glued to a following name character.
+NUMBER = "(?:" + token_pattern("NUMBER") + r")(?![\w'])"
+COMMENT = token_pattern("COMMENT")
+INT = token_pattern("INT")
 
 
-@lru_cache(maxsize=1)
 def grammar_keywords() -> tuple[str, ...]:
     """Every keyword of the grammar, upper-case, longest first (so ``UNITS`` beats ``UNIT``)."""
-    found = {w.upper() for w in re.findall(r'"([A-Za-z]+)"i', grammar_text())}
-    return tuple(sorted(found, key=lambda w: (-len(w), w)))
+    return keywords_longest_first()
 
 
 def _keyword_rule() -> tuple:
@@ -65,15 +66,15 @@ class CxqlLexer(RegexLexer):
 
     tokens = {
         "root": [
-            (r"--[^\n]*", Comment.Single),
+            (COMMENT, Comment.Single),
             (r"^\s*\\[A-Za-z?]+", Keyword.Pseudo, "meta"),
             (r"\s+", Whitespace),
             (r"(LIKE)(\s+)(" + STRING + ")", bygroups(Keyword, Whitespace, String)),
             (r"(SET)(\s+)(" + IDENT + r")(\s*)(=)(\s*)(" + STRING + ")?",
              bygroups(Keyword, Whitespace, Name.Variable.Global, Whitespace, Operator, Whitespace, String)),
             (STRING, Name.Variable),
-            (r"([0-9]+)(\.\.)([0-9]+)", bygroups(Number.Integer, Operator, Number.Integer)),
-            (r"[0-9]+(?![A-Za-z0-9_.'])", Number.Integer),
+            (f"({INT})(\\.\\.)({INT})", bygroups(Number.Integer, Operator, Number.Integer)),
+            (INT + r"(?![\w.'])", Number.Integer),
             (NUMBER, Number.Float),
             (words(OPERATOR_WORDS, prefix=r"(?<![\w'])", suffix=r"(?![\w'])"), Operator.Word),
             _keyword_rule(),

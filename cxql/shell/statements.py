@@ -25,15 +25,17 @@ from functools import lru_cache
 from lark import Token
 from lark.exceptions import UnexpectedInput, UnexpectedToken
 
+from ..grammar_terms import token_pattern
 from ..parser import parser
 
 #: Terminals that end a statement.
 SEPARATORS = frozenset({"SEMICOLON", "_NEWLINE"})
 
 #: Pieces of text, for the few questions answered without the parser: strings
-#: (an unterminated one runs to the end of its line), comments, newlines, the rest.
-_PIECE = re.compile(r"""(?P<string>'(?:[^'\\\n]|\\.)*(?P<sq>')?|"(?:[^"\\\n]|\\.)*(?P<dq>")?)"""
-                    r"""|(?P<comment>--[^\n]*)|(?P<newline>\n)|[^'"\n-]+|.""")
+#: (the grammar's STRING, or an unterminated one running to the end of its line),
+#: comments (the grammar's COMMENT), newlines, the rest.
+_PIECE = re.compile(f"""(?P<string>(?P<closed>{token_pattern("STRING")})|['"](?:[^\\\\\\n]|\\\\.)*)"""
+                    f"""|(?P<comment>{token_pattern("COMMENT")})|(?P<newline>\\n)|[^'"\\n-]+|.""")
 
 
 def _pieces(text: str) -> list[re.Match[str]]:
@@ -69,7 +71,7 @@ def in_comment(text: str) -> bool:
 def open_quote(text: str) -> int | None:
     """Where a quoted name left open at the end of ``text`` starts, else None."""
     pieces = _pieces(text)
-    if pieces and pieces[-1]["string"] and not (pieces[-1]["sq"] or pieces[-1]["dq"]):
+    if pieces and pieces[-1]["string"] and not pieces[-1]["closed"]:
         return pieces[-1].start()
     return None
 
