@@ -225,3 +225,25 @@ def test_quiet_is_a_progress() -> None:
     q = Quiet()
     q.start(3, "x"), q.advance(1, "note"), q.finish()
     assert Tools().progress().__class__ is Quiet
+
+
+def test_the_documented_builder_runs(tmp_path, recorder, capsys) -> None:
+    """docs/stores.md's worked example: a builder added by a file and one registry entry."""
+    import re
+
+    doc = (CXQL.parent / "docs" / "stores.md").read_text(encoding="utf-8")
+    section = doc[doc.index("## Adding a builder"):]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    namespace: dict = {}
+    exec(compile(code, "docs/stores.md", "exec"), namespace)
+    (tmp_path / "c.csv").write_text("wet,blue\n1,0\n1,1\n0,0\n")
+    REGISTRY.add(namespace["COMMAND"])
+    try:
+        assert main(["store", "build", "csv", str(tmp_path / "c.csv"), "--out", str(tmp_path / "s")]) == 0
+    finally:
+        REGISTRY.remove(("store", "build", "csv"))
+    assert "3 samples, 2 concepts" in capsys.readouterr().err
+    store = cxql.ConceptStore.open(tmp_path / "s")
+    assert [c.name for c in store.concepts] == ["wet", "blue"]
+    assert recorder.calls == [("start", 0, "reading CSV"), ("advance", 3), ("finish",)]
+    assert main(["store", "build", "--help"]) == 0 and "csv" not in capsys.readouterr().out
