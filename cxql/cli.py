@@ -31,6 +31,7 @@ from .store.validate_input import describe_os_error
 from .subcommands import REGISTRY, Command, Tools
 from .version import __version__
 
+
 # ---------------------------------------------------------------- progress
 
 

@@ -57,18 +57,49 @@ def test_the_printer_quotes_every_keyword_and_only_keywords(word) -> None:
     assert str(s.Concept(word.lower() + "x")) == word.lower() + "x"
 
 
+#: What each terminal is written as in generated statements (keywords: themselves).
+SAMPLE_TOKENS = {"IDENT": "water", "INT": "1", "NUMBER": "2", "STRING": "'w'"}
+
+
+def generated_statements(n: int, seed: int = 0) -> list[list[str]]:
+    """``n`` random statements derived from the grammar's own rules, as token lists."""
+    import random
+
+    lark = gt.lark_parser()
+    rules: dict[str, list] = {}
+    for rule in lark.rules:
+        rules.setdefault(rule.origin.name, []).append(rule.expansion)
+    literal = {t.name: t.pattern.value for t in lark.terminals if t.pattern.type == "str"}
+    rng = random.Random(seed)
+
+    def expand(symbol, depth: int) -> list[str]:
+        if symbol.is_term:
+            return [SAMPLE_TOKENS.get(symbol.name) or literal[symbol.name]]
+        options = rules[symbol.name]
+        if depth > 6:  # close off: the alternative with the fewest rules to expand
+            options = [min(options, key=lambda e: sum(not s.is_term for s in e))]
+        return [tok for s in rng.choice(options) for tok in expand(s, depth + 1)]
+
+    start = next(r.origin for r in lark.rules if r.origin.name == "statement")
+    return [expand(start, 0) for _ in range(n)]
+
+
 def test_the_completer_offers_exactly_the_grammars_keywords() -> None:
+    """Completion at every token of statements generated from the grammar offers each keyword, and no other."""
     ctx = CompletionContext(concepts=(ConceptName("water", "object", 5),), lets=("wet",), n_units=4,
                             layers=("conv",), neighbors=True)
-    corpus = ["EVAL NOT water AND water OR NEIGHBORS(water, 2) ON UNIT 1", "SEARCH UNIT * LENGTH 2 BEAM 3 DISTINCT "
-              "WITH ACCURACY ORDER BY iou DESC", "SEARCH UNIT 1 ORDER BY iou ASC", "MATCH water TOP 3",
-              "LET wet = water", "SHOW CONCEPTS LIKE 'w%'", "SHOW CATEGORIES", "SHOW UNITS", "SHOW UNIT 1",
-              "SHOW STORE", "SHOW LETS", "SHOW SETTINGS", "SET beam = 3", "EXPLAIN SEARCH UNIT 1"]
     offered = set()
-    for text in corpus:
-        for end in range(len(text) + 1):
-            offered |= {sug.display for sug in complete(text[:end], ctx) if sug.meta == "keyword"}
+    for tokens in generated_statements(120):
+        for end in range(len(tokens)):
+            prefix = " ".join(tokens[:end]) + (" " if end else "")
+            offered |= {sug.display for sug in complete(prefix, ctx) if sug.meta == "keyword"}
     assert offered == FROM_TEXT
+
+
+def test_generated_statements_parse_and_print_back() -> None:
+    for tokens in generated_statements(120, seed=1):
+        stmt = parse(" ".join(tokens))
+        assert parse(str(stmt)) == stmt
 
 
 def test_statement_and_formula_words_come_from_the_grammars_rules() -> None:
