@@ -1,0 +1,381 @@
+"""SEARCH ... EXACT: the proven-best formula of at most L leaves, by branch and bound over signatures.
+
+The space (SPEC section 7). Left-deep formulas over distinct concepts:
+``f1 = c``, ``f(i+1) = f(i) OR c | f(i) AND c | f(i) AND NOT c``, at most L
+leaves. A formula is the *key* ``(c1, c2, op2, c3, op3, ...)`` of concept
+store indices and ops (0 OR, 1 AND, 2 AND NOT). The answer is the formula of
+greatest IoU; ties go to the shorter one, then to the smaller key in tuple
+order (the *canonical order*: by first leaf, then for each step by its
+concept, then its op; for one parent that is the order compexp's beam
+generates children in). When the best IoU is 0 the answer is NONE, as beam
+search answers. Exact comparisons are integer cross products, never floats.
+
+Why pieces can be left out (each keeps the optimum, given the tie rule):
+
+* Empty concepts: ``f OR e = f``, ``f AND NOT e = f`` (same mask, longer),
+  ``f AND e`` is empty; a formula that starts with e equals a shorter one.
+* A child with its parent's mask, or an empty one, and all its extensions:
+  dropping the child's leaf (or, for an empty prefix, the whole prefix before
+  the next OR) gives the same mask with fewer leaves.
+* ``(d OR c)`` and ``(d AND c)`` with c < d: ``(c OR d)`` / ``(c AND d)``
+  has the same mask and a smaller key, and so does every extension.
+
+Counts. A formula's mask is a set of signatures, so |F| = sum n_s and
+|M AND F| = sum m_s over its signatures (n_s positions, m_s of them in the
+unit). Expanding a prefix G scores all 3K children at once from |G AND c|
+(a bincount over G's signature-concept pairs, shared by every unit) and
+|M AND G AND c| (the unit's few signatures times its [E, K] membership).
+
+The bound (admissible). Take a prefix H with r leaves still to add. Any
+extension F satisfies F = (F AND H) + the parts it gained by OR steps, and
+each gained part lies inside one OR-ed concept; there are at most r of them.
+Relax: F may be any sub-multiset of signatures drawn from H and from any r
+concepts (overlaps counted twice, which only allows more). For a ratio
+tp / (|M| + fp) over such sets, "is there one with IoU >= v = a/b?" is
+exactly Phi(v) = sum over the pieces of max(0, b*m_s - a*fp_s), keeping the
+r best concepts, minus a*|M|, being >= 0 (multiply out the ratio; each
+signature is taken iff it adds positively). Only unit signatures (m_s > 0)
+can add, so Phi costs O(E * K). Phi(v) < 0 proves no extension reaches v, so
+the node is pruned; Phi(v) = 0 prunes it unless an extension could tie and
+still win by being shorter. The value of the relaxation itself (used as the
+node's priority and reported as ``bound``) is found by Dinkelbach steps on
+the same Phi, in integers, so it ends exactly; with r = 0 it is the
+formula's own IoU.
+
+Search. A greedy beam (width 5, distinct leaves) seeds the incumbent; then
+best-first on the bound: children inherit their parent's bound as priority,
+a popped node is re-tested against the incumbent, tightened to its own
+bound, and expanded. Every formula is scored when its parent is expanded,
+and a subtree is only dropped with a proof, so an empty frontier means the
+incumbent is optimal. A deadline or cancel stops early: the answer is the
+incumbent, and ``bound`` is the largest priority left (each is >= its
+subtree), so the gap is ``bound - iou``.
+
+Repeated concepts. compexp's beam may repeat a concept. For L <= 3 every
+such formula has the mask of a shorter distinct-leaf one or is empty
+(checked over all Boolean functions in tests/test_exact.py), so EXACT is
+optimal over compexp's whole space there. From L = 4 on it is not:
+(((x AND NOT y) OR z) AND x) is x AND (NOT y OR z), which no distinct
+left-deep formula over x, y, z writes; EXACT then proves optimality over
+the distinct space only, and a beam answer with a repeated leaf may score
+higher.
+"""
+
+from __future__ import annotations
+
+import heapq
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+OR, AND, AND_NOT = 0, 1, 2
+Key = tuple  # (c1, c2, op2, c3, op3, ...) of store indices and ops
+
+
+def leaves(key: Key) -> tuple[int, ...]:
+    """The concepts of a key, in leaf order."""
+    return (key[0],) + tuple(key[1::2])
+
+
+class Space:
+    """A store's signatures: which concepts each holds, and how many positions."""
+
+    def __init__(self, sig: np.ndarray, concept: np.ndarray, counts: np.ndarray, n_concepts: int) -> None:
+        order = np.lexsort((concept, sig))
+        self.sig = np.asarray(sig, np.int64)[order]                    # signature-major pairs
+        self.concept = np.asarray(concept, np.int64)[order]
+        self.counts = np.asarray(counts, np.int64)
+        self.n_concepts = n_concepts
+        self.weight = self.counts[self.sig].astype(np.float64)
+        self.sizes = np.bincount(self.concept, weights=self.weight, minlength=n_concepts).astype(np.int64)
+        self.candidates = np.flatnonzero(self.sizes > 0)                # non-empty concepts, store order
+        self.slot = np.full(n_concepts, -1, np.int64)
+        self.slot[self.candidates] = np.arange(len(self.candidates))
+        self.cand_sizes = self.sizes[self.candidates]
+        self._columns: dict[int, np.ndarray] = {}
+        self._overlaps: dict[Key, np.ndarray] = {}
+        self.n_positions = int(self.counts.sum())
+
+    @classmethod
+    def from_member(cls, member: np.ndarray, counts: np.ndarray) -> "Space":
+        """From a bool [S, K] membership table."""
+        sig, concept = np.nonzero(np.asarray(member, bool))
+        return cls(sig, concept, counts, member.shape[1])
+
+    def column(self, k: int) -> np.ndarray:
+        """bool [S]: signatures holding concept k."""
+        col = self._columns.get(k)
+        if col is None:
+            col = np.zeros(len(self.counts), bool)
+            col[self.sig[self.concept == k]] = True
+            self._columns[k] = col
+        return col
+
+    def mask(self, key: Key) -> np.ndarray:
+        """bool [S]: the signatures of the formula ``key``."""
+        out = self.column(key[0]).copy()
+        for i in range(1, len(key), 2):
+            col, op = self.column(key[i]), key[i + 1]
+            out = out | col if op == OR else out & col if op == AND else out & ~col
+        return out
+
+    def overlaps(self, key: Key, mask: np.ndarray) -> np.ndarray:
+        """int64 [K']: |G AND c| for the candidates (cached per formula: every unit shares it)."""
+        out = self._overlaps.get(key)
+        if out is None:
+            take = mask[self.sig]
+            out = np.bincount(self.concept[take], weights=self.weight[take], minlength=self.n_concepts)
+            out = out[self.candidates].astype(np.int64)
+            if len(self._overlaps) > 200_000:
+                self._overlaps.clear()
+            self._overlaps[key] = out
+        return out
+
+
+class Unit:
+    """One unit's signature histogram: its E signatures and the positions it fires on in each."""
+
+    def __init__(self, space: Space, sigs: np.ndarray, hits: np.ndarray) -> None:
+        keep = np.asarray(hits) > 0
+        self.sigs = np.asarray(sigs, np.int64)[keep]
+        big = space.n_positions > 0 and space.n_positions ** 2 * 16 >= 2 ** 62  # int64 headroom for b*m, sums
+        self.dtype = object if big else np.int64
+        self.m = np.asarray(hits, np.int64)[keep].astype(self.dtype)
+        self.fp = (space.counts[self.sigs] - np.asarray(hits, np.int64)[keep]).astype(self.dtype)
+        self.size = int(self.m.sum()) if len(self.m) else 0
+        if len(np.unique(self.sigs)) != len(self.sigs):
+            raise ValueError("a unit's histogram lists a signature twice")
+        row = np.full(len(space.counts), -1, np.int64)
+        row[self.sigs] = np.arange(len(self.sigs))
+        rows, slots = row[space.sig], space.slot[space.concept]
+        ok = (rows >= 0) & (slots >= 0)
+        member = np.zeros((len(self.sigs), len(space.candidates)), np.int64)
+        member[rows[ok], slots[ok]] = 1
+        self.member = member.astype(self.dtype)
+        self.tp_c = self.m @ self.member if len(self.m) else np.zeros(len(space.candidates), np.int64)
+
+
+@dataclass
+class Answer:
+    """The exact search's result for one unit."""
+
+    key: Key | None
+    inter: int
+    size: int
+    mask_size: int
+    optimal: bool
+    bound: float
+    expanded: int = 0
+
+    @property
+    def iou(self) -> float:
+        union = self.mask_size + self.size - self.inter
+        return self.inter / union if union else 0.0
+
+    @property
+    def length(self) -> int:
+        return 0 if self.key is None else (len(self.key) + 1) // 2
+
+
+@dataclass
+class _Best:
+    """The incumbent: exact IoU a/b, then length, then key (NONE: 0/1, length 0)."""
+
+    a: int = 0
+    b: int = 1
+    length: int = 0
+    key: Key | None = None
+    inter: int = 0
+    size: int = 0
+    version: int = 0
+
+    def offer(self, tp: int, union: int, length: int, key: Key, size: int) -> None:
+        lhs, rhs = tp * self.b, self.a * union
+        if lhs > rhs or (lhs == rhs and tp > 0 and (length, key) < (self.length, self.key or ())):
+            self.a, self.b, self.length, self.key, self.inter, self.size = tp, union, length, key, tp, size
+            self.version += 1
+
+
+def children(space: Space, unit: Unit, key: Key, mask: np.ndarray, n_g: int, tp_g: int):
+    """(size, tp, ok), each [K', 3]: the children ``key OP c``; ok drops repeats and dominated ones."""
+    n_gc = space.overlaps(key, mask)
+    gu = mask[unit.sigs]
+    tp_gc = (unit.m * gu) @ unit.member if len(unit.m) else np.zeros(len(space.candidates), np.int64)
+    tp_gc = np.asarray(tp_gc, np.int64)
+    size = np.stack([n_g + space.cand_sizes - n_gc, n_gc, n_g - n_gc], 1)
+    tp = np.stack([tp_g + unit.tp_c - tp_gc, tp_gc, tp_g - tp_gc], 1)
+    ok = (size > 0) & (size != n_g)
+    used = space.slot[np.asarray(leaves(key), np.int64)]
+    ok[used] = False
+    if len(key) == 1:  # (d OR c), (d AND c) with c < d repeat (c OR d), (c AND d)
+        ok[:used[0], OR] = False
+        ok[:used[0], AND] = False
+    return size, tp, ok
+
+
+class _Pruner:
+    """Phi(v) of the module docstring for the current incumbent v = a/b, per remaining leaves r."""
+
+    def __init__(self, unit: Unit, length: int) -> None:
+        self.unit, self.length, self.version = unit, length, -1
+
+    def update(self, best: _Best) -> None:
+        if best.version == self.version:
+            return
+        self.version, self.a, self.b = best.version, best.a, best.b
+        u = self.unit
+        w = u.m * best.b - u.fp * best.a
+        self.w = np.where(w > 0, w, 0).astype(u.dtype) if len(w) else w
+        h_c = self.w @ u.member if len(self.w) else np.zeros(u.member.shape[1], np.int64)
+        top = np.sort(np.asarray(h_c, dtype=u.dtype))[::-1][:self.length] if len(h_c) else np.zeros(0, np.int64)
+        self.tops = np.concatenate([[0], np.cumsum(top)]).astype(u.dtype)  # tops[r]: the r best concepts
+        self.aM = best.a * u.size
+        self.h_c = h_c
+
+    def top(self, r: int) -> int:
+        return self.tops[min(r, len(self.tops) - 1)]
+
+    def phi_of(self, h_piece, r: int):
+        return h_piece + self.top(r) - self.aM
+
+
+def relaxed_bound(unit: Unit, gu: np.ndarray | None, r: int, a: int, b: int) -> tuple[int, int]:
+    """The relaxation's optimum as a fraction (a, b) >= the start a/b: Dinkelbach steps, exact in integers."""
+    u = unit
+    if not len(u.m):
+        return 0, 1
+    while True:
+        w = u.m * b - u.fp * a
+        pos = w > 0
+        piece = pos if gu is None else pos & gu
+        h_c = np.asarray(np.where(pos, w, 0).astype(u.dtype) @ u.member)
+        phi = (w[piece].sum() if gu is not None else 0) - a * u.size
+        take = np.argsort(-h_c, kind="stable")[:r]
+        take = take[h_c[take] > 0]
+        phi += h_c[take].sum() if len(take) else 0
+        if phi <= 0:
+            return a, b
+        tp = (u.m[piece].sum() if gu is not None else 0) + (u.m * pos) @ u.member[:, take].sum(1)
+        fp = (u.fp[piece].sum() if gu is not None else 0) + (u.fp * pos) @ u.member[:, take].sum(1)
+        a, b = int(tp), int(u.size + fp)
+
+
+def _frac(a: int, b: int) -> float:
+    return min(1.0, a / b) if b else 0.0
+
+
+def seed(space: Space, unit: Unit, length: int, best: _Best, width: int = 5) -> None:
+    """A greedy beam (distinct leaves) for a good first incumbent."""
+    beam = [((int(c),), int(n), int(t)) for c, n, t in zip(space.candidates, space.cand_sizes, unit.tp_c)]
+    for key, n, t in beam:
+        best.offer(t, unit.size + n - t, 1, key, n)
+    beam.sort(key=lambda e: -e[2] / (unit.size + e[1] - e[2]))
+    beam = beam[:width]
+    for step in range(2, length + 1):
+        cands = []
+        for key, n, t in beam:
+            size, tp, ok = children(space, unit, key, space.mask(key), n, t)
+            iou = np.where(ok, tp / np.maximum(unit.size + size - tp, 1), -1.0)
+            for flat in np.argsort(-iou, axis=None, kind="stable")[:width]:
+                ci, op = divmod(int(flat), 3)
+                if iou[ci, op] <= 0:
+                    break
+                child = key + (int(space.candidates[ci]), op)
+                cands.append((float(iou[ci, op]), child, int(size[ci, op]), int(tp[ci, op])))
+                best.offer(int(tp[ci, op]), unit.size + int(size[ci, op]) - int(tp[ci, op]), step, child,
+                           int(size[ci, op]))
+        cands.sort(key=lambda e: -e[0])
+        beam = [(k, n, t) for _, k, n, t in cands[:width]]
+
+
+def search_unit(space: Space, unit: Unit, length: int, *, deadline: float | None = None,
+                cancelled: Callable[[], bool] | None = None) -> Answer:
+    """The best formula of at most ``length`` leaves for ``unit``, with a proof or (stopped early) a bound."""
+    best = _Best()
+    if unit.size == 0 or not len(space.candidates):
+        return Answer(None, 0, 0, unit.size, True, 0.0)
+    seed(space, unit, length, best)
+    prune = _Pruner(unit, length)
+    prune.update(best)
+    root_a, root_b = relaxed_bound(unit, None, length, best.a, best.b)
+    heap: list = []
+    counter = 0
+
+    def keep(phi, child_length: int) -> np.ndarray:
+        # Phi > 0: an extension may beat v; Phi == 0: it may tie v, and wins only if shorter.
+        return (phi > 0) | ((phi == 0) & (child_length + 1 <= best.length))
+
+    # the root's children: every candidate concept alone
+    if length > 1:
+        h = np.asarray(prune.h_c)
+        live = np.flatnonzero(keep(prune.phi_of(h, length - 1), 1))
+        prio = -_frac(root_a, root_b)
+        for ci in live:
+            heap.append((prio, counter, (int(space.candidates[ci]),), int(space.cand_sizes[ci]),
+                         int(unit.tp_c[ci]), False))
+            counter += 1
+        heapq.heapify(heap)
+    expanded, stopped = 0, False
+    while heap:
+        if (deadline is not None and time.monotonic() > deadline) or (cancelled and cancelled()):
+            stopped = True
+            break
+        if -heap[0][0] < _frac(best.a, best.b):  # every subtree left is below the incumbent
+            heap.clear()
+            break
+        prio, _, key, n_g, tp_g, refined = heapq.heappop(heap)
+        k = (len(key) + 1) // 2
+        prune.update(best)
+        mask = space.mask(key)
+        gu = mask[unit.sigs]
+        if not keep(prune.phi_of(prune.w[gu].sum() if len(prune.w) else 0, length - k), k):
+            continue
+        if not refined:
+            a, b = relaxed_bound(unit, gu, length - k, best.a, best.b)
+            if _frac(a, b) < -prio:
+                heapq.heappush(heap, (-_frac(a, b), counter, key, n_g, tp_g, True))
+                counter += 1
+                continue
+        expanded += 1
+        size, tp, ok = children(space, unit, key, mask, n_g, tp_g)
+        union = unit.size + size - tp
+        _offer_best_child(best, space, key, size, tp, union, ok)
+        if k + 1 >= length:
+            continue
+        prune.update(best)
+        h_g = prune.w[gu].sum() if len(prune.w) else 0
+        h_gc = np.asarray((prune.w * gu) @ unit.member) if len(prune.w) else np.zeros(len(space.candidates), np.int64)
+        h = np.stack([h_g + np.asarray(prune.h_c) - h_gc, h_gc, h_g - h_gc], 1)
+        live = np.argwhere(ok & keep(prune.phi_of(h, length - k - 1), k + 1))
+        for ci, op in live:
+            child = key + (int(space.candidates[ci]), int(op))
+            heapq.heappush(heap, (prio, counter, child, int(size[ci, op]), int(tp[ci, op]), False))
+            counter += 1
+    v = _frac(best.a, best.b)
+    left = max((-e[0] for e in heap), default=0.0) if stopped else 0.0
+    optimal = left < v or not stopped or not heap
+    bound = v if optimal else min(max(v, left), _frac(root_a, root_b))
+    key = best.key if best.a > 0 else None
+    return Answer(key, best.inter if key else 0, best.size if key else 0, unit.size, optimal, bound, expanded)
+
+
+def _offer_best_child(best: _Best, space: Space, key: Key, size: np.ndarray, tp: np.ndarray,
+                      union: np.ndarray, ok: np.ndarray) -> None:
+    """Offer the first (canonical order) child of greatest exact IoU to the incumbent."""
+    if not ok.any():
+        return
+    iou = np.where(ok, tp / np.maximum(union, 1), -1.0)
+    top = iou.max()
+    if top <= 0:
+        return
+    near = np.flatnonzero(iou.ravel() >= top * (1 - 1e-9))  # float ties: settle in integers, in key order
+    flat_tp, flat_union, flat_size = tp.ravel(), union.ravel(), size.ravel()
+    win = near[0]
+    for j in near[1:]:
+        if int(flat_tp[j]) * int(flat_union[win]) > int(flat_tp[win]) * int(flat_union[j]):
+            win = j
+    ci, op = divmod(int(win), 3)
+    child = key + (int(space.candidates[ci]), op)
+    best.offer(int(flat_tp[win]), int(flat_union[win]), (len(child) + 1) // 2, child, int(flat_size[win]))
