@@ -235,30 +235,46 @@ class _Pruner:
         self.h_c = h_c
 
     def top(self, r: int) -> int:
-        return self.tops[min(r, len(self.tops) - 1)]
+        return self.tops[max(0, min(r, len(self.tops) - 1))]
 
-    def phi_of(self, h_piece, r: int):
-        return h_piece + self.top(r) - self.aM
+    def phi(self, h, p, r: int):
+        """Phi(v) * b for nodes with r leaves to go: h = their positive weight, p = b*tp - a*fp (their own)."""
+        return np.maximum(p + self.top(r), h + self.top(r - 1)) - self.aM
 
 
-def relaxed_bound(unit: Unit, gu: np.ndarray | None, r: int, a: int, b: int) -> tuple[int, int]:
-    """The relaxation's optimum as a fraction (a, b) >= the start a/b: Dinkelbach steps, exact in integers."""
+def relaxed_bound(unit: Unit, r: int, a: int, b: int, gu: np.ndarray | None = None,
+                  tp_h: int = 0, fp_h: int = 0) -> tuple[int, int]:
+    """The relaxations' optimum as a fraction >= a/b: the larger of "all of H plus r concept pieces" and
+    "any part of H plus r - 1 pieces" (at the root, no H: r pieces). Dinkelbach steps, exact in integers."""
+    if gu is None:
+        return _dinkelbach(unit, r, a, b, None, 0, 0)
+    whole = _dinkelbach(unit, r, a, b, None, tp_h, fp_h)
+    part = _dinkelbach(unit, r - 1, a, b, gu, 0, 0)
+    return whole if whole[0] * part[1] >= part[0] * whole[1] else part
+
+
+def _dinkelbach(unit: Unit, r: int, a: int, b: int, sub: np.ndarray | None, tp0: int, fp0: int) -> tuple[int, int]:
+    """max (tp0 + tp(X)) / (|M| + fp0 + fp(X)) over X = any part of ``sub`` plus any parts of r concepts."""
     u = unit
     if not len(u.m):
-        return 0, 1
+        return a, b
     while True:
         w = u.m * b - u.fp * a
         pos = w > 0
-        piece = pos if gu is None else pos & gu
+        piece = pos & sub if sub is not None else None
         h_c = np.asarray(np.where(pos, w, 0).astype(u.dtype) @ u.member)
-        phi = (w[piece].sum() if gu is not None else 0) - a * u.size
-        take = np.argsort(-h_c, kind="stable")[:r]
+        take = np.argpartition(-h_c, r - 1)[:r] if 0 < r < len(h_c) else np.arange(len(h_c) if r > 0 else 0)
         take = take[h_c[take] > 0]
-        phi += h_c[take].sum() if len(take) else 0
+        phi = b * tp0 - a * fp0 - a * u.size + (h_c[take].sum() if len(take) else 0)
+        tp, fp = tp0, fp0
+        if piece is not None:
+            phi += w[piece].sum()
+            tp, fp = tp + u.m[piece].sum(), fp + u.fp[piece].sum()
         if phi <= 0:
             return a, b
-        tp = (u.m[piece].sum() if gu is not None else 0) + (u.m * pos) @ u.member[:, take].sum(1)
-        fp = (u.fp[piece].sum() if gu is not None else 0) + (u.fp * pos) @ u.member[:, take].sum(1)
+        if len(take):
+            times = u.member[:, take].sum(1)
+            tp, fp = tp + (u.m * pos) @ times, fp + (u.fp * pos) @ times
         a, b = int(tp), int(u.size + fp)
 
 
@@ -299,7 +315,7 @@ def search_unit(space: Space, unit: Unit, length: int, *, deadline: float | None
     seed(space, unit, length, best)
     prune = _Pruner(unit, length)
     prune.update(best)
-    root_a, root_b = relaxed_bound(unit, None, length, best.a, best.b)
+    root_a, root_b = relaxed_bound(unit, length, best.a, best.b)
     heap: list = []
     counter = 0
 
@@ -307,10 +323,9 @@ def search_unit(space: Space, unit: Unit, length: int, *, deadline: float | None
         # Phi > 0: an extension may beat v; Phi == 0: it may tie v, and wins only if shorter.
         return (phi > 0) | ((phi == 0) & (child_length + 1 <= best.length))
 
-    # the root's children: every candidate concept alone
-    if length > 1:
-        h = np.asarray(prune.h_c)
-        live = np.flatnonzero(keep(prune.phi_of(h, length - 1), 1))
+    if length > 1:  # the root's children: every candidate concept alone
+        own = unit.tp_c * best.b - (space.cand_sizes - unit.tp_c).astype(unit.dtype) * best.a
+        live = np.flatnonzero(keep(prune.phi(np.asarray(prune.h_c), own, length - 1), 1))
         prio = -_frac(root_a, root_b)
         for ci in live:
             heap.append((prio, counter, (int(space.candidates[ci]),), int(space.cand_sizes[ci]),
@@ -330,10 +345,11 @@ def search_unit(space: Space, unit: Unit, length: int, *, deadline: float | None
         prune.update(best)
         mask = space.mask(key)
         gu = mask[unit.sigs]
-        if not keep(prune.phi_of(prune.w[gu].sum() if len(prune.w) else 0, length - k), k):
+        h_g = prune.w[gu].sum() if len(prune.w) else 0
+        if not keep(prune.phi(h_g, tp_g * best.b - (n_g - tp_g) * best.a, length - k), k):
             continue
-        if not refined:
-            a, b = relaxed_bound(unit, gu, length - k, best.a, best.b)
+        if not refined and length - k > 1:  # tighten deep nodes to their own bound (cheap ones go straight on)
+            a, b = relaxed_bound(unit, length - k, best.a, best.b, gu, tp_g, n_g - tp_g)
             if _frac(a, b) < -prio:
                 heapq.heappush(heap, (-_frac(a, b), counter, key, n_g, tp_g, True))
                 counter += 1
@@ -348,7 +364,8 @@ def search_unit(space: Space, unit: Unit, length: int, *, deadline: float | None
         h_g = prune.w[gu].sum() if len(prune.w) else 0
         h_gc = np.asarray((prune.w * gu) @ unit.member) if len(prune.w) else np.zeros(len(space.candidates), np.int64)
         h = np.stack([h_g + np.asarray(prune.h_c) - h_gc, h_gc, h_g - h_gc], 1)
-        live = np.argwhere(ok & keep(prune.phi_of(h, length - k - 1), k + 1))
+        own = tp.astype(unit.dtype) * best.b - (size - tp).astype(unit.dtype) * best.a
+        live = np.argwhere(ok & keep(prune.phi(h, own, length - k - 1), k + 1))
         for ci, op in live:
             child = key + (int(space.candidates[ci]), int(op))
             heapq.heappush(heap, (prio, counter, child, int(size[ci, op]), int(tp[ci, op]), False))

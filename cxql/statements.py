@@ -16,6 +16,7 @@ import torch
 from . import syntax as s
 from .backend import Backend
 from .errors import NameResolutionError, QueryError
+from .exact_search import search_exact
 from .result import Result
 from .search import SearchResult, beam_search, iou_of, unit_note
 from .settings import check_setting
@@ -80,6 +81,8 @@ def unit_intersections(session: Session, sig_mask: np.ndarray) -> tuple[np.ndarr
 
 
 def search(session: Session, stmt: s.Search) -> Result:
+    if stmt.exact or stmt.within is not None:
+        return search_exact(session, stmt)
     length = stmt.length if stmt.length is not None else session.settings["length"]
     beam = stmt.beam if stmt.beam is not None else session.settings["beam"]
     for name, value in (("LENGTH", length), ("BEAM", beam)):

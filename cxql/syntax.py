@@ -174,6 +174,8 @@ class Search:
     beam: int | None = None
     distinct: bool = False
     accuracy: bool = False  # WITH accuracy: the NLI analysis next to each formula (text stores)
+    exact: bool = False     # EXACT: the proven-best formula (cxql.exact), not beam search
+    within: float | None = None  # WITHIN t s: EXACT's time budget in seconds
 
     def __str__(self) -> str:
         out = f"SEARCH unit {self.units}"
@@ -185,6 +187,10 @@ class Search:
             out += " DISTINCT"
         if self.accuracy:
             out += " WITH accuracy"
+        if self.exact:
+            out += " EXACT"
+        if self.within is not None:
+            out += f" WITHIN {int(self.within) if float(self.within).is_integer() else repr(float(self.within))} s"
         return out
 
 
