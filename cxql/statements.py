@@ -16,7 +16,7 @@ import torch
 from . import syntax as s
 from .backend import Backend
 from .errors import NameResolutionError, QueryError
-from .exact_search import search_exact
+from .exact_search import root_bounds, search_exact
 from .result import Result
 from .search import SearchResult, beam_search, iou_of, unit_note
 from .settings import check_setting
@@ -92,7 +92,9 @@ def search(session: Session, stmt: s.Search) -> Result:
     units, notes = _active_enough(session, stmt.units)
     results = session.searcher()(session, units, length=length, beam=beam, distinct=distinct)
     rows = [search_row(r) for r in results]
-    columns = ["unit", "formula", "iou", "precision", "recall", "length", "mask_size"]
+    for row, bound in zip(rows, root_bounds(session, [r.unit for r in results], length)):
+        row["bound"] = bound  # how far any formula of the space could be above this answer
+    columns = ["unit", "formula", "iou", "bound", "precision", "recall", "length", "mask_size"]
     if stmt.accuracy:
         from .text_record import accuracy_columns
 
