@@ -24,7 +24,7 @@ Counts. A formula's mask is a set of signatures, so |F| = sum n_s and
 |M AND F| = sum m_s over its signatures (n_s positions, m_s of them in the
 unit). Expanding a prefix G scores all 3K children at once from |G AND c|
 (a bincount over G's signature-concept pairs, shared by every unit) and
-|M AND G AND c| (the unit's few signatures times its [E, K] membership).
+|M AND G AND c| (a bincount over the unit's few signature-concept pairs).
 
 The bound (admissible). Take a prefix H with r leaves still to add. Any
 extension F satisfies F = (F AND H) + the parts it gained by OR steps, and
@@ -72,6 +72,7 @@ import numpy as np
 
 OR, AND, AND_NOT = 0, 1, 2
 Key = tuple  # (c1, c2, op2, c3, op3, ...) of store indices and ops
+CACHE_BYTES = 256 << 20  # |G AND c| vectors kept for reuse by later units
 
 
 def leaves(key: Key) -> tuple[int, ...]:
@@ -89,6 +90,7 @@ class Space:
         self.counts = np.asarray(counts, np.int64)
         self.n_concepts = n_concepts
         self.weight = self.counts[self.sig].astype(np.float64)
+        self.sig_ptr = np.concatenate([[0], np.cumsum(np.bincount(self.sig, minlength=len(self.counts)))])
         self.sizes = np.bincount(self.concept, weights=self.weight, minlength=n_concepts).astype(np.int64)
         self.candidates = np.flatnonzero(self.sizes > 0)                # non-empty concepts, store order
         self.slot = np.full(n_concepts, -1, np.int64)
@@ -125,10 +127,15 @@ class Space:
         """int64 [K']: |G AND c| for the candidates (cached per formula: every unit shares it)."""
         out = self._overlaps.get(key)
         if out is None:
-            take = mask[self.sig]
+            rows = np.flatnonzero(mask)
+            if len(rows) * 4 < len(self.counts):  # few signatures: gather just their pairs
+                first, n = self.sig_ptr[rows], self.sig_ptr[rows + 1] - self.sig_ptr[rows]
+                take = np.repeat(first - np.cumsum(n) + n, n) + np.arange(int(n.sum()))
+            else:
+                take = mask[self.sig]
             out = np.bincount(self.concept[take], weights=self.weight[take], minlength=self.n_concepts)
             out = out[self.candidates].astype(np.int64)
-            if len(self._overlaps) > 200_000:
+            if len(self._overlaps) * out.nbytes > CACHE_BYTES:
                 self._overlaps.clear()
             self._overlaps[key] = out
         return out
@@ -140,7 +147,7 @@ class Unit:
     def __init__(self, space: Space, sigs: np.ndarray, hits: np.ndarray) -> None:
         keep = np.asarray(hits) > 0
         self.sigs = np.asarray(sigs, np.int64)[keep]
-        big = space.n_positions > 0 and space.n_positions ** 2 * 16 >= 2 ** 62  # int64 headroom for b*m, sums
+        big = space.n_positions > 0 and space.n_positions ** 2 * 64 >= 2 ** 62  # int64 headroom for b*m, sums
         self.dtype = object if big else np.int64
         self.m = np.asarray(hits, np.int64)[keep].astype(self.dtype)
         self.fp = (space.counts[self.sigs] - np.asarray(hits, np.int64)[keep]).astype(self.dtype)
@@ -151,10 +158,19 @@ class Unit:
         row[self.sigs] = np.arange(len(self.sigs))
         rows, slots = row[space.sig], space.slot[space.concept]
         ok = (rows >= 0) & (slots >= 0)
-        member = np.zeros((len(self.sigs), len(space.candidates)), np.int64)
-        member[rows[ok], slots[ok]] = 1
-        self.member = member.astype(self.dtype)
-        self.tp_c = self.m @ self.member if len(self.m) else np.zeros(len(space.candidates), np.int64)
+        self.row, self.slot = rows[ok], slots[ok]      # the unit's (signature, concept) pairs
+        self.n_cand = len(space.candidates)
+        self.fast = space.n_positions ** 2 * 4 < 2 ** 53     # weighted sums stay exact in float64
+        self.tp_c = self.spread(self.m)
+
+    def spread(self, values: np.ndarray) -> np.ndarray:
+        """[K']: per candidate concept, the sum of ``values`` [E] over the unit's signatures in it (exact)."""
+        if self.fast:
+            out = np.bincount(self.slot, weights=values[self.row].astype(np.float64), minlength=self.n_cand)
+            return out.astype(np.int64)
+        out = np.zeros(self.n_cand, self.dtype)
+        np.add.at(out, self.slot, values[self.row])
+        return out
 
 
 @dataclass
@@ -202,8 +218,7 @@ def children(space: Space, unit: Unit, key: Key, mask: np.ndarray, n_g: int, tp_
     """(size, tp, ok), each [K', 3]: the children ``key OP c``; ok drops repeats and dominated ones."""
     n_gc = space.overlaps(key, mask)
     gu = mask[unit.sigs]
-    tp_gc = (unit.m * gu) @ unit.member if len(unit.m) else np.zeros(len(space.candidates), np.int64)
-    tp_gc = np.asarray(tp_gc, np.int64)
+    tp_gc = np.asarray(unit.spread(unit.m * gu), np.int64)
     size = np.stack([n_g + space.cand_sizes - n_gc, n_gc, n_g - n_gc], 1)
     tp = np.stack([tp_g + unit.tp_c - tp_gc, tp_gc, tp_g - tp_gc], 1)
     ok = (size > 0) & (size != n_g)
@@ -228,7 +243,7 @@ class _Pruner:
         u = self.unit
         w = u.m * best.b - u.fp * best.a
         self.w = np.where(w > 0, w, 0).astype(u.dtype) if len(w) else w
-        h_c = self.w @ u.member if len(self.w) else np.zeros(u.member.shape[1], np.int64)
+        h_c = u.spread(self.w)
         top = np.sort(np.asarray(h_c, dtype=u.dtype))[::-1][:self.length] if len(h_c) else np.zeros(0, np.int64)
         self.tops = np.concatenate([[0], np.cumsum(top)]).astype(u.dtype)  # tops[r]: the r best concepts
         self.aM = best.a * u.size
@@ -262,7 +277,7 @@ def _dinkelbach(unit: Unit, r: int, a: int, b: int, sub: np.ndarray | None, tp0:
         w = u.m * b - u.fp * a
         pos = w > 0
         piece = pos & sub if sub is not None else None
-        h_c = np.asarray(np.where(pos, w, 0).astype(u.dtype) @ u.member)
+        h_c = u.spread(np.where(pos, w, 0).astype(u.dtype))
         take = np.argpartition(-h_c, r - 1)[:r] if 0 < r < len(h_c) else np.arange(len(h_c) if r > 0 else 0)
         take = take[h_c[take] > 0]
         phi = b * tp0 - a * fp0 - a * u.size + (h_c[take].sum() if len(take) else 0)
@@ -273,7 +288,7 @@ def _dinkelbach(unit: Unit, r: int, a: int, b: int, sub: np.ndarray | None, tp0:
         if phi <= 0:
             return a, b
         if len(take):
-            times = u.member[:, take].sum(1)
+            times = np.bincount(u.row[np.isin(u.slot, take)], minlength=len(u.m)).astype(u.dtype)
             tp, fp = tp + (u.m * pos) @ times, fp + (u.fp * pos) @ times
         a, b = int(tp), int(u.size + fp)
 
@@ -362,7 +377,7 @@ def search_unit(space: Space, unit: Unit, length: int, *, deadline: float | None
             continue
         prune.update(best)
         h_g = prune.w[gu].sum() if len(prune.w) else 0
-        h_gc = np.asarray((prune.w * gu) @ unit.member) if len(prune.w) else np.zeros(len(space.candidates), np.int64)
+        h_gc = unit.spread(prune.w * gu)
         h = np.stack([h_g + np.asarray(prune.h_c) - h_gc, h_gc, h_g - h_gc], 1)
         own = tp.astype(unit.dtype) * best.b - (size - tp).astype(unit.dtype) * best.a
         live = np.argwhere(ok & keep(prune.phi(h, own, length - k - 1), k + 1))
