@@ -26,26 +26,33 @@ unit). Expanding a prefix G scores all 3K children at once from |G AND c|
 (a bincount over G's signature-concept pairs, shared by every unit) and
 |M AND G AND c| (a bincount over the unit's few signature-concept pairs).
 
-The bound (admissible). Take a prefix H with r leaves still to add. Any
-extension F satisfies F = (F AND H) + the parts it gained by OR steps, and
-each gained part lies inside one OR-ed concept; there are at most r of them.
-Relax: F may be any sub-multiset of signatures drawn from H and from any r
-concepts (overlaps counted twice, which only allows more). For a ratio
-tp / (|M| + fp) over such sets, "is there one with IoU >= v = a/b?" is
-exactly Phi(v) = sum over the pieces of max(0, b*m_s - a*fp_s), keeping the
-r best concepts, minus a*|M|, being >= 0 (multiply out the ratio; each
-signature is taken iff it adds positively). Only unit signatures (m_s > 0)
-can add, so Phi costs O(E * K). Phi(v) < 0 proves no extension reaches v, so
-the node is pruned; Phi(v) = 0 prunes it unless an extension could tie and
-still win by being shorter. The value of the relaxation itself (used as the
-node's priority and reported as ``bound``) is found by Dinkelbach steps on
-the same Phi, in integers, so it ends exactly; with r = 0 it is the
-formula's own IoU.
+The bound (admissible). Take a prefix H with r leaves still to add, and an
+extension F. Either every step left is OR: then F = H + the part of each of
+r OR-ed concepts not yet in, so F holds all of H. Or at most r - 1 steps are
+OR: then F lies inside H plus r - 1 OR-ed concepts, each step at most
+adding one concept's signatures. Relax both families to sets of signatures
+(overlaps counted twice, which only allows more): "all of H plus any parts
+of r concepts" and "any part of H plus any parts of r - 1 concepts". For
+v = a/b, F has IoU >= v iff b*tp(F) - a*fp(F) >= a*|M| (multiply out), and
+over a relaxed family the left side is largest when each free signature is
+taken iff w_s = b*m_s - a*fp_s > 0. So with h(X) = sum of max(0, w_s) over
+X's signatures and top_j the j largest h(c) over concepts::
+
+    Phi(v) = max(b*tp(H) - a*fp(H) + top_r, h(H) + top_(r-1)) - a*|M|
+
+and Phi(v) < 0 proves no extension reaches v: the node is pruned; Phi(v) = 0
+prunes it unless an extension could tie v and still win by being shorter.
+Only unit signatures have w_s > 0, so h costs a bincount over the unit's
+(signature, concept) pairs. The relaxations' optimum itself (a node's
+priority, and ``bound`` when stopped early) comes from Dinkelbach steps on
+the same sums, in integers, so it ends exactly. At the root, every formula
+lies inside its first leaf plus its OR-ed concepts: top_L.
 
 Search. A greedy beam (width 5, distinct leaves) seeds the incumbent; then
 best-first on the bound: children inherit their parent's bound as priority,
 a popped node is re-tested against the incumbent, tightened to its own
-bound, and expanded. Every formula is scored when its parent is expanded,
+bound (when more than one leaf is left; the last step is cheaper to expand
+than to bound), and expanded. Every formula is scored when its parent is expanded,
 and a subtree is only dropped with a proof, so an empty frontier means the
 incumbent is optimal. A deadline or cancel stops early: the answer is the
 incumbent, and ``bound`` is the largest priority left (each is >= its
@@ -106,6 +113,11 @@ class Space:
         sig, concept = np.nonzero(np.asarray(member, bool))
         return cls(sig, concept, counts, member.shape[1])
 
+    def pairs_of(self, rows: np.ndarray) -> np.ndarray:
+        """Indices of the (signature, concept) pairs of signatures ``rows``, signature by signature."""
+        first, n = self.sig_ptr[rows], self.sig_ptr[rows + 1] - self.sig_ptr[rows]
+        return np.repeat(first - np.cumsum(n) + n, n) + np.arange(int(n.sum()))
+
     def column(self, k: int) -> np.ndarray:
         """bool [S]: signatures holding concept k."""
         col = self._columns.get(k)
@@ -129,8 +141,7 @@ class Space:
         if out is None:
             rows = np.flatnonzero(mask)
             if len(rows) * 4 < len(self.counts):  # few signatures: gather just their pairs
-                first, n = self.sig_ptr[rows], self.sig_ptr[rows + 1] - self.sig_ptr[rows]
-                take = np.repeat(first - np.cumsum(n) + n, n) + np.arange(int(n.sum()))
+                take = self.pairs_of(rows)
             else:
                 take = mask[self.sig]
             out = np.bincount(self.concept[take], weights=self.weight[take], minlength=self.n_concepts)
@@ -154,10 +165,9 @@ class Unit:
         self.size = int(self.m.sum()) if len(self.m) else 0
         if len(np.unique(self.sigs)) != len(self.sigs):
             raise ValueError("a unit's histogram lists a signature twice")
-        row = np.full(len(space.counts), -1, np.int64)
-        row[self.sigs] = np.arange(len(self.sigs))
-        rows, slots = row[space.sig], space.slot[space.concept]
-        ok = (rows >= 0) & (slots >= 0)
+        n = space.sig_ptr[self.sigs + 1] - space.sig_ptr[self.sigs]
+        rows, slots = np.repeat(np.arange(len(self.sigs)), n), space.slot[space.concept[space.pairs_of(self.sigs)]]
+        ok = slots >= 0
         self.row, self.slot = rows[ok], slots[ok]      # the unit's (signature, concept) pairs
         self.n_cand = len(space.candidates)
         self.fast = space.n_positions ** 2 * 4 < 2 ** 53     # weighted sums stay exact in float64
