@@ -58,6 +58,11 @@ incumbent is optimal. A deadline or cancel stops early: the answer is the
 incumbent, and ``bound`` is the largest priority left (each is >= its
 subtree), so the gap is ``bound - iou``.
 
+Limits. The bound is tight when a unit's mask follows concepts; when a unit
+fires on many scattered signatures at high precision, the "any part of a
+concept" relaxations promise far more than formulas can deliver, and the
+proof may take minutes (WITHIN then returns the gap honestly).
+
 Repeated concepts. compexp's beam may repeat a concept. For L <= 3 every
 such formula has the mask of a shorter distinct-leaf one or is empty
 (checked over all Boolean functions in tests/test_exact.py), so EXACT is

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 import weakref
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
@@ -92,10 +92,12 @@ def units_of(session: Session, space: Space, units: list[int]) -> list[Unit]:
                  np.asarray(cnt[indptr[u]:indptr[u + 1]], np.int64)) for u in units]
 
 
-def search_exact(session: Session, stmt: s.Search) -> Result:
+def search_exact(session: Session, stmt: s.Search,
+                 select: Callable[[], tuple[list[int], list[str]]] | None = None) -> Result:
+    """Rows for SEARCH ... EXACT; ``select`` picks the units (and notes why some were skipped), as beam SEARCH does."""
     length = stmt.length if stmt.length is not None else session.settings["length"]
     check_exact(stmt, length, len(session.store.concepts))
-    units = session.units(stmt.units)
+    units, notes = select() if select else (session.units(stmt.units), [])
     space = space_of(session.store)
     names = [s.Concept(session.resolver.display_name(i)) for i in range(space.n_concepts)]
     end = None if stmt.within is None else time.monotonic() + stmt.within
@@ -111,11 +113,11 @@ def search_exact(session: Session, stmt: s.Search) -> Result:
     finally:
         session.progress.finish()
     proven = sum(r["optimal"] for r in rows)
-    note = f"{proven} of {len(rows)} units proven optimal"
+    notes.append(f"{proven} of {len(rows)} units proven optimal")
     if proven < len(rows):
         gap = max(r["bound"] - r["iou"] for r in rows)
-        note += f"; the others carry a bound (largest gap {gap:.4f})"
-    return Result(str(stmt), "search", list(COLUMNS), rows, note)
+        notes.append(f"the others carry a bound (largest gap {gap:.4f})")
+    return Result(str(stmt), "search", list(COLUMNS), rows, "; ".join(notes))
 
 
 def formula_of(key: Key, names: list[s.Concept]) -> s.Formula:

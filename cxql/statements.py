@@ -82,7 +82,10 @@ def unit_intersections(session: Session, sig_mask: np.ndarray) -> tuple[np.ndarr
 
 def search(session: Session, stmt: s.Search) -> Result:
     if stmt.exact or stmt.within is not None:
-        return search_exact(session, stmt)
+        result = search_exact(session, stmt, lambda: _active_enough(session, stmt.units))
+        if stmt.accuracy:
+            _add_accuracy(session, result.rows, result.columns)
+        return result
     length = stmt.length if stmt.length is not None else session.settings["length"]
     beam = stmt.beam if stmt.beam is not None else session.settings["beam"]
     for name, value in (("LENGTH", length), ("BEAM", beam)):
@@ -96,15 +99,20 @@ def search(session: Session, stmt: s.Search) -> Result:
         row["bound"] = bound  # how far any formula of the space could be above this answer
     columns = ["unit", "formula", "iou", "bound", "precision", "recall", "length", "mask_size"]
     if stmt.accuracy:
-        from .text_record import accuracy_columns
-
-        extra = accuracy_columns(session, [r["unit"] for r in rows])
-        for row in rows:
-            row.update(extra[row["unit"]])
-        columns[3:3] = ["favours", "accuracy"]
+        _add_accuracy(session, rows, columns)
     if len(results) < len(units):
         notes.append(f"cancelled after {len(results)} of {len(units)} units")
     return Result(str(stmt), "search", columns, rows, "; ".join(notes) or None)
+
+
+def _add_accuracy(session: Session, rows: list[dict[str, Any]], columns: list[str]) -> None:
+    """WITH accuracy: the NLI analysis next to each formula (text stores)."""
+    from .text_record import accuracy_columns
+
+    extra = accuracy_columns(session, [r["unit"] for r in rows])
+    for row in rows:
+        row.update(extra[row["unit"]])
+    columns[3:3] = ["favours", "accuracy"]
 
 
 def _active_enough(session: Session, selection: s.Units) -> tuple[list[int], list[str]]:

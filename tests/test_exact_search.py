@@ -116,3 +116,12 @@ def test_beam_rows_carry_a_bound_above_every_formula(seed):
     for row in beam:
         want, _ = enumerate_best(dense, units[:, row["unit"]], 3)
         assert row["bound"] >= want >= row["iou"]
+
+
+def test_with_accuracy_goes_through_the_same_analysis_as_beam():
+    session, _, _ = tiny_session()
+    with pytest.raises(cxql.CxqlError) as beam_error:
+        session.execute("SEARCH unit 1 LENGTH 2 WITH accuracy")
+    with pytest.raises(cxql.CxqlError) as exact_error:
+        session.execute("SEARCH unit 1 LENGTH 2 EXACT WITH accuracy")
+    assert str(exact_error.value.message) == str(beam_error.value.message)
