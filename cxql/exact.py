@@ -175,6 +175,7 @@ class Unit:
         ok = slots >= 0
         self.row, self.slot = rows[ok], slots[ok]      # the unit's (signature, concept) pairs
         self.n_cand = len(space.candidates)
+        self.sizes_c = space.cand_sizes
         self.fast = space.n_positions ** 2 * 4 < 2 ** 53     # weighted sums stay exact in float64
         self.tp_c = self.spread(self.m)
 
@@ -263,12 +264,27 @@ class _Pruner:
         self.tops = np.concatenate([[0], np.cumsum(top)]).astype(u.dtype)  # tops[r]: the r best concepts
         self.aM = best.a * u.size
         self.h_c = h_c
+        # g(t) = max over concepts of min(h_c, P_c + t), P_c = b*tp - a*fp of the whole concept: the most a last
+        # OR step can add to a prefix whose negative weights sum to -t (see phi); as sorted prefix/suffix maxima
+        p_c = u.tp_c.astype(u.dtype) * best.b - (u.sizes_c - u.tp_c).astype(u.dtype) * best.a
+        order = np.argsort(h_c - p_c, kind="stable")
+        self.d = (h_c - p_c)[order]
+        self.pre = np.concatenate([[0], np.maximum.accumulate(h_c[order])]).astype(u.dtype)
+        self.suf = np.concatenate([np.maximum.accumulate(p_c[order][::-1])[::-1], [p_c.min()]]).astype(u.dtype)
 
     def top(self, r: int) -> int:
         return self.tops[max(0, min(r, len(self.tops) - 1))]
 
     def phi(self, h, p, r: int):
-        """Phi(v) * b for nodes with r leaves to go: h = their positive weight, p = b*tp - a*fp (their own)."""
+        """Phi(v) * b for nodes with r leaves to go: h = their positive weight, p = b*tp - a*fp (their own).
+
+        With one leaf to go the OR child is H + (e minus H), whose weight is at most p + min(h_e, P_e - N)
+        with N = p - h the negative weights of H (e AND H can lose at most those): that is p + g(h - p).
+        """
+        if r == 1:
+            t = np.asarray(h - p)
+            i = np.searchsorted(self.d, t, side="right")
+            return np.maximum(p + np.maximum(self.pre[i], self.suf[i] + t), h) - self.aM
         return np.maximum(p + self.top(r), h + self.top(r - 1)) - self.aM
 
 
