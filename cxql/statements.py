@@ -18,6 +18,7 @@ from . import syntax as s
 from .backend import Backend
 from .batched import estimate_bytes
 from .errors import NameResolutionError, QueryError
+from .exact_search import root_bounds, search_exact
 from .limits import MAX_LENGTH, beam_capacity
 from .result import Result, order_rows
 from .search import SearchResult, beam_search, iou_of, unit_note
@@ -94,6 +95,13 @@ def unit_intersections(session: Session, sig_mask: np.ndarray) -> tuple[np.ndarr
 
 
 def search(session: Session, stmt: s.Search) -> Result:
+    if stmt.exact or stmt.within is not None:
+        result = search_exact(session, stmt, lambda: _active_enough(session, stmt.units))
+        if stmt.accuracy:
+            _add_accuracy(session, result.rows, result.columns)
+        if stmt.order is not None:
+            result.rows = order_rows(result.rows, stmt.order, stmt.descending, result.columns, "SEARCH results")
+        return result
     length = stmt.length if stmt.length is not None else session.settings["length"]
     beam = stmt.beam if stmt.beam is not None else session.settings["beam"]
     distinct = stmt.distinct or session.settings["distinct"]
@@ -106,14 +114,11 @@ def search(session: Session, stmt: s.Search) -> Result:
     beam = checked_search(session, engine, units, length, beam)
     results = engine(session, units, length=length, beam=beam, distinct=distinct)
     rows = [search_row(r) for r in results]
-    columns = ["unit", "formula", "iou", "precision", "recall", "length", "mask_size"]
+    for row, bound in zip(rows, root_bounds(session, [r.unit for r in results], length)):
+        row["bound"] = bound  # how far any formula of the space could be above this answer
+    columns = ["unit", "formula", "iou", "bound", "precision", "recall", "length", "mask_size"]
     if stmt.accuracy:
-        from .text_record import accuracy_columns
-
-        extra = accuracy_columns(session, [r["unit"] for r in rows])
-        for row in rows:
-            row.update(extra[row["unit"]])
-        columns[3:3] = ["favours", "accuracy"]
+        _add_accuracy(session, rows, columns)
     if len(results) < len(units):
         notes.append(f"cancelled after {len(results)} of {len(units)} units")
     if stmt.order is not None:
@@ -148,6 +153,16 @@ def search_bytes(session: Session, engine: Any, units: list[int], beam: int) -> 
         return memory.plain_search_bytes(beam, session.store.n_signatures, backend.n_concepts, nonempty,
                                          backend.chunk_rows, len(units))
     return estimate_bytes(session, units, beam) + 400 * beam * len(units)
+
+
+def _add_accuracy(session: Session, rows: list[dict[str, Any]], columns: list[str]) -> None:
+    """WITH accuracy: the NLI analysis next to each formula (text stores)."""
+    from .text_record import accuracy_columns
+
+    extra = accuracy_columns(session, [r["unit"] for r in rows])
+    for row in rows:
+        row.update(extra[row["unit"]])
+    columns[3:3] = ["favours", "accuracy"]
 
 
 def _active_enough(session: Session, selection: s.Units) -> tuple[list[int], list[str]]:
