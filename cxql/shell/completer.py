@@ -35,7 +35,7 @@ from .statements import ParseState, in_comment, open_quote, parse_state
 #: The word being typed: an identifier, possibly qualified (``color:bl``).
 _WORD = re.compile(r"(?:[A-Za-z0-9_](?:[A-Za-z0-9_':]|-(?!-))*)?\Z")
 #: What ``ORDER BY`` may name, by statement (the tests check them against real results).
-ORDER_COLUMNS = {"SEARCH": ("iou", "unit", "precision", "recall", "length", "mask_size", "formula"),
+ORDER_COLUMNS = {"SEARCH": ("iou", "unit", "precision", "recall", "f1", "length", "mask_size", "formula"),
                  "SHOW": ("count", "name", "category", "fraction", "samples")}
 #: How many unit numbers to list for a prefix.
 MAX_UNITS = 40

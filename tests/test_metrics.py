@@ -1,0 +1,99 @@
+"""Metrics (cxql.metrics): SEARCH by each metric against the numpy reference, EVAL's values exact."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import cxql
+import reference as ref
+from conftest import random_store_data
+from cxql import metrics
+from cxql.errors import CxqlError
+
+
+@pytest.mark.parametrize("engine", ["batched", "plain"])
+@pytest.mark.parametrize("metric", ["f1", "precision", "recall", "iou"])
+@pytest.mark.parametrize("seed", range(3))
+def test_search_by_a_metric_matches_the_reference(seed, metric, engine) -> None:
+    concepts, names, units = random_store_data(seed, n=300, k=8, u=5)
+    store = cxql.ConceptStore.from_masks(concepts, names)
+    store.add_unit_masks("l", units)
+    session = cxql.connect(store)
+    session.execute(f"SET engine = '{engine}'; SET metric = '{metric}'")
+    result = session.execute("SEARCH unit * LENGTH 3 BEAM 4")
+    assert result.columns[2] == metric and result.context["metric"] == metric
+    for row in result.rows:
+        want = ref.search(concepts, names, units[:, row["unit"]], 3, 4, metric=ref.METRICS[metric])
+        assert (row["formula"], row[metric]) == (want.formula, want.iou)
+        assert {d["length"]: (d["formula"], d[metric]) for d in row["by_length"]} == want.by_length
+
+
+@pytest.mark.parametrize("metric", ["f1", "precision", "recall"])
+def test_the_engines_agree_beam_for_beam(metric) -> None:
+    concepts, names, units = random_store_data(7, n=500, k=12, u=8)
+    store = cxql.ConceptStore.from_masks(concepts, names)
+    store.add_unit_masks("l", units)
+    found = {}
+    for engine in ("batched", "plain"):
+        session = cxql.connect(store)
+        session.execute(f"SET engine = '{engine}'; SET metric = '{metric}'")
+        found[engine] = [[(str(e.formula), e.inter, e.size, e.score) for e in r.beam]
+                         for r in session.searcher().search(session.search_context(), list(range(8)),
+                                                            length=3, beam=5, distinct=False)]
+    assert found["batched"] == found["plain"]
+
+
+def test_eval_rows_carry_every_metric_exactly() -> None:
+    concepts, names, units = random_store_data(4)
+    store = cxql.ConceptStore.from_masks(concepts, names)
+    store.add_unit_masks("l", units)
+    session = cxql.connect(store)
+    result = session.execute("EVAL (c4 OR c6) AND NOT c7 ON unit *")
+    assert result.columns == ["unit", "formula", "iou", "precision", "recall", "f1", "mask_size"]
+    mask = (concepts[:, 4] | concepts[:, 6]) & ~concepts[:, 7]
+    for row in result.rows:
+        for name, fn in ref.METRICS.items():
+            assert row[name] == fn(mask, units[:, row["unit"]]), name
+
+
+def test_match_ranks_by_the_metric() -> None:
+    concepts, names, units = random_store_data(5)
+    store = cxql.ConceptStore.from_masks(concepts, names)
+    store.add_unit_masks("l", units)
+    session = cxql.connect(store)
+    session.execute("SET metric = 'recall'")
+    rows = session.execute("MATCH c3 TOP 6").rows
+    recalls = [ref.recall(concepts[:, 3], units[:, u]) for u in range(units.shape[1])]
+    assert [r["unit"] for r in rows] == sorted(range(len(recalls)), key=lambda u: (-recalls[u], u))
+    assert [r["recall"] for r in rows] == sorted(recalls, reverse=True)
+
+
+@pytest.mark.parametrize("name", list(metrics.METRICS))
+def test_tensor_and_scalar_give_the_same_float(name) -> None:
+    """One formula serves the engines (float64 tensors) and the statements (ints): same floats."""
+    rng = np.random.default_rng(0)
+    inter = rng.integers(0, 10**9, 2000)
+    size = inter + rng.integers(0, 10**9, 2000)
+    mask = inter + rng.integers(0, 10**9, 2000)
+    inter[:3], size[:3], mask[:3] = 0, 0, 0
+    metric = metrics.METRICS[name]
+    tensor = metric(*(torch.as_tensor(x, dtype=torch.float64) for x in (inter, size, mask)), 0).tolist()
+    assert tensor == [float(metric(int(a), int(b), int(c), 0)) for a, b, c in zip(inter, size, mask)]
+    assert tensor[:3] == [0.0, 0.0, 0.0]
+
+
+@pytest.mark.parametrize("value, message", [("auroc", "needs the unit's activations"), ("fone", "unknown metric")])
+def test_set_metric_refuses_what_it_cannot_search(value, message, small_store) -> None:
+    store, *_ = small_store
+    with pytest.raises(CxqlError, match=message):
+        cxql.connect(store).execute(f"SET metric = '{value}'")
+
+
+def test_explain_names_the_metric(small_store) -> None:
+    store, *_ = small_store
+    session = cxql.connect(store)
+    session.execute("SET metric = 'f1'")
+    plan = "\n".join(r["plan"] for r in session.execute("EXPLAIN SEARCH unit 0").rows)
+    assert "F1 = 2 |M&F| / (|M| + |F|)" in plan
