@@ -14,20 +14,17 @@ units); work that cannot (re-thresholding a layer, building a store) calls
 that into a result with a "cancelled" message and the CLI into exit 130,
 never an internal error, and nothing half-done is kept.
 
-This module imports nothing from cxql, so any module may use it.
+Builders and ``units record`` take a ``should_stop()`` callback; a token
+is one (``token()`` says whether it was cancelled).
+
+This module imports only :mod:`cxql.errors`, so any module may use it.
 """
 
 from __future__ import annotations
 
 import threading
 
-
-class Cancelled(Exception):
-    """A statement stopped because its token was cancelled (not an error: nothing half-done was kept)."""
-
-    def __init__(self, what: str = "the statement") -> None:
-        super().__init__(f"cancelled: {what} was stopped before it finished")
-        self.what = what
+from .errors import Cancelled
 
 
 class CancelToken:
@@ -50,7 +47,7 @@ class CancelToken:
     def check(self, what: str = "the statement") -> None:
         """Raise :class:`Cancelled` when cancelled: for work that has nothing partial to return."""
         if self._event.is_set():
-            raise Cancelled(what)
+            raise Cancelled(f"{what} cancelled; nothing half-done was kept")
 
 
 __all__ = ["CancelToken", "Cancelled"]

@@ -93,7 +93,7 @@ class Session:
         try:
             result = handler(self, statement)
         except Cancelled as exc:
-            result = Result(str(statement), "cancelled", [], [], str(exc))
+            result = Result(str(statement), "cancelled", [], [], exc.message)
         result.context = self.context()
         return result
 

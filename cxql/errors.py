@@ -87,6 +87,12 @@ class DataError(CxqlError):
     """Input data (activations, CSV, PNG, JSON lines) that cannot be used."""
 
 
+class Cancelled(CxqlError):
+    """The user asked long work (a store build, ``units record``) to stop; nothing half-done was kept."""
+
+    exit_code = 130
+
+
 class UsageError(CxqlError):
     """Wrong command-line use."""
 

@@ -25,7 +25,7 @@ computed from the same exact counts, so any count metric searches the same way.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -36,35 +36,7 @@ from . import syntax as s
 from .backend import Backend
 from .compiler import Resolver
 from .metrics import IOU, Metric
-from .searcher import SearchContext
-
-
-@dataclass(frozen=True)
-class Scored:
-    """A formula with its exact counts against one unit."""
-
-    formula: s.Formula
-    inter: int  # |M AND F|
-    size: int   # |F|
-    score: float  # the search metric's value (IoU unless SET metric says otherwise)
-
-    @property
-    def length(self) -> int:
-        return s.length(self.formula)
-
-
-@dataclass
-class SearchResult:
-    unit: int
-    mask_size: int
-    best: Scored | None
-    beam: list[Scored]
-    by_length: dict[int, Scored] = field(default_factory=dict)
-
-
-def unit_note(r: SearchResult) -> str:
-    """``unit 3: (water OR river)``: a progress note for a finished unit."""
-    return f"unit {r.unit}: {r.best.formula if r.best else 'NONE'}"
+from .searcher import Scored, SearchContext, SearchResult, unit_note
 
 
 def candidate_counts(f_size: torch.Tensor, f_inter: torch.Tensor, f_c: torch.Tensor, m_f_c: torch.Tensor,

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from . import syntax as s
 from .cancel import CancelToken
 from .errors import NameResolutionError, did_you_mean
 from .metrics import IOU, Metric
@@ -35,9 +36,36 @@ if TYPE_CHECKING:  # torch loads with the first SEARCH
 
     from .backend import Backend
     from .compiler import Resolver
-    from .search import SearchResult
 
 Hists = tuple[np.ndarray, np.ndarray, np.ndarray]  # per-unit signature histograms (CSR: indptr, sig, count)
+
+
+@dataclass(frozen=True)
+class Scored:
+    """A formula with its exact counts against one unit."""
+
+    formula: s.Formula
+    inter: int  # |M AND F|
+    size: int   # |F|
+    score: float  # the search metric's value (IoU unless SET metric says otherwise)
+
+    @property
+    def length(self) -> int:
+        return s.length(self.formula)
+
+
+@dataclass
+class SearchResult:
+    unit: int
+    mask_size: int
+    best: Scored | None
+    beam: list[Scored]
+    by_length: dict[int, Scored] = field(default_factory=dict)
+
+
+def unit_note(r: SearchResult) -> str:
+    """``unit 3: (water OR river)``: a progress note for a finished unit."""
+    return f"unit {r.unit}: {r.best.formula if r.best else 'NONE'}"
 
 
 @dataclass(frozen=True)
@@ -75,7 +103,7 @@ class Searcher(Protocol):
         """Peak bytes a search of ``units`` would allocate, checked against ``memory_limit`` first."""
 
     def search(self, ctx: SearchContext, units: list[int], *, length: int, beam: int,
-               distinct: bool) -> list["SearchResult"]:
+               distinct: bool) -> list[SearchResult]:
         """Results for the units finished (all of them unless ``ctx.cancel`` was cancelled)."""
 
     def describe(self, ctx: SearchContext, length: int, beam: int) -> list[str]:
@@ -114,4 +142,5 @@ def get(name: str) -> Searcher:
     return _loaded[name]
 
 
-__all__ = ["ENGINES", "SEARCHERS", "SearchContext", "Searcher", "get", "register"]
+__all__ = ["ENGINES", "SEARCHERS", "Scored", "SearchContext", "SearchResult", "Searcher", "get", "register",
+           "unit_note"]
