@@ -186,7 +186,6 @@ class Session:
             if layer.activations is None:
                 raise QueryError(f"layer {layer.name!r} keeps no activations, so its threshold is fixed",
                                  hint="SET threshold = 'default', or re-add the layer with its activations")
-            self.token.check(f"re-thresholding layer {layer.name!r}")
             thresholds = un.unit_thresholds(layer.activations, rule)
             estimate = memory.rethreshold_bytes(layer.activations, thresholds, self.store.n_positions,
                                                 un.BLOCK_BYTES)
@@ -194,11 +193,20 @@ class Session:
                          f"threshold {rule}", hint="SET threshold = 'default' to use the store's masks")
             for stale in [k for k in self._unit_cache if k[0] == layer.name]:
                 del self._unit_cache[stale]  # one threshold per layer at a time: the memory estimate holds
-            masks = self.store.unit_masks_for(layer.activations, thresholds)
-            self.token.check(f"re-thresholding layer {layer.name!r}")
+            what = f"re-thresholding layer {layer.name!r}"
+
+            def step(n: int) -> None:  # after each block of samples: report, then stop if asked
+                self.progress.advance(n)
+                self.token.check(what)
+
+            self.progress.start(self.store.n_samples, what)
+            try:
+                masks = self.store.unit_masks_for(layer.activations, thresholds, step)
+            finally:
+                self.progress.finish()
             hists = un.histograms(masks, self.store.position_signatures)
-            self.token.check(f"re-thresholding layer {layer.name!r}")
-            self._unit_cache[key] = (masks, hists)
+            self.token.check(what)
+            self._unit_cache[key] = (masks, hists)  # only whole results are kept
         return self._unit_cache[key]
 
     def unit_hist(self, u: int) -> torch.Tensor:

@@ -72,13 +72,23 @@ def evaluate(session: Session, stmt: s.Eval) -> Result:
     size = backend.formula_size(mask)
     inters, sizes = unit_intersections(session, mask.cpu().numpy())
     n = session.store.n_positions
-    rows = []
-    for i, u in enumerate(units):
-        if i % ROWS_PER_CHECK == 0 and session.token.cancelled:
-            break
-        inter, m = int(inters[u]), int(sizes[u])
-        rows.append({"unit": u, "formula": str(plan.formula), **metrics.values(inter, size, m, n),
-                     "intersection": inter, "formula_size": size, "mask_size": m})
+    rows: list[dict[str, Any]] = []
+    many = len(units) > ROWS_PER_CHECK
+    if many:
+        session.progress.start(len(units), "EVAL")
+    try:
+        for first in range(0, len(units), ROWS_PER_CHECK):
+            if session.token.cancelled:
+                break
+            for u in units[first:first + ROWS_PER_CHECK]:
+                inter, m = int(inters[u]), int(sizes[u])
+                rows.append({"unit": u, "formula": str(plan.formula), **metrics.values(inter, size, m, n),
+                             "intersection": inter, "formula_size": size, "mask_size": m})
+            if many:
+                session.progress.advance(min(ROWS_PER_CHECK, len(units) - first))
+    finally:
+        if many:
+            session.progress.finish()
     columns = ["unit", "formula", *metrics.columns(session.metric), "mask_size"]
     return Result(str(stmt), "eval", columns, rows, _cancel_note(len(rows), len(units)))
 
