@@ -28,7 +28,7 @@ from .errors import NameResolutionError, QueryError, did_you_mean
 Count = Any  # an int, or a float64 torch tensor of exact integer counts (broadcasting)
 
 
-def _positive(x: Count) -> Count:
+def positive(x: Count) -> Count:
     """The denominator with 0 replaced by 1 (its numerator is then 0, so the value is 0)."""
     return x.clamp(min=1) if hasattr(x, "clamp") else max(x, 1)
 
@@ -48,10 +48,10 @@ class Metric:
 
 
 IOU = Metric("iou", "IoU", "|M&F| / (|M| + |F| - |M&F|)",
-             lambda inter, size, mask, n: inter / _positive(size + mask - inter))
-PRECISION = Metric("precision", "precision", "|M&F| / |F|", lambda inter, size, mask, n: inter / _positive(size))
-RECALL = Metric("recall", "recall", "|M&F| / |M|", lambda inter, size, mask, n: inter / _positive(mask))
-F1 = Metric("f1", "F1", "2 |M&F| / (|M| + |F|)", lambda inter, size, mask, n: 2 * inter / _positive(size + mask))
+             lambda inter, size, mask, n: inter / positive(size + mask - inter))
+PRECISION = Metric("precision", "precision", "|M&F| / |F|", lambda inter, size, mask, n: inter / positive(size))
+RECALL = Metric("recall", "recall", "|M&F| / |M|", lambda inter, size, mask, n: inter / positive(mask))
+F1 = Metric("f1", "F1", "2 |M&F| / (|M| + |F|)", lambda inter, size, mask, n: 2 * inter / positive(size + mask))
 
 #: Every metric computed from counts, by name, in the order result rows show them.
 METRICS: dict[str, Metric] = {m.name: m for m in (IOU, PRECISION, RECALL, F1)}
@@ -82,4 +82,4 @@ def columns(metric: Metric) -> list[str]:
     return [metric.name] + [name for name in METRICS if name != metric.name]
 
 
-__all__ = ["F1", "IOU", "METRICS", "Metric", "PRECISION", "RECALL", "columns", "get", "values"]
+__all__ = ["F1", "IOU", "METRICS", "Metric", "PRECISION", "RECALL", "columns", "get", "positive", "values"]

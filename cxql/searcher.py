@@ -122,13 +122,26 @@ ENGINES: tuple[str, ...] = ("batched", "plain")
 _loaded: dict[str, Any] = {}
 
 
-def register(name: str, target: str, *, engine: bool = False) -> None:
-    """Add a searcher ``module:Class`` under ``name`` (``engine``: selectable with ``SET engine``)."""
+def register(name: str, target: "str | type", *, engine: bool = False) -> None:
+    """Add a searcher under ``name``: ``"module:Class"`` (imported on first use) or the class itself.
+
+    ``engine``: selectable with ``SET engine``.
+    """
     global ENGINES
-    SEARCHERS[name] = target
+    SEARCHERS[name] = target if isinstance(target, str) else f"{target.__module__}:{target.__qualname__}"
     _loaded.pop(name, None)
+    if not isinstance(target, str):
+        _loaded[name] = target()
     if engine and name not in ENGINES:
         ENGINES = ENGINES + (name,)
+
+
+def unregister(name: str) -> None:
+    """Remove a searcher added with :func:`register` (tests, plug-ins unloading)."""
+    global ENGINES
+    SEARCHERS.pop(name, None)
+    _loaded.pop(name, None)
+    ENGINES = tuple(e for e in ENGINES if e != name)
 
 
 def get(name: str) -> Searcher:
@@ -143,4 +156,4 @@ def get(name: str) -> Searcher:
 
 
 __all__ = ["ENGINES", "SEARCHERS", "Scored", "SearchContext", "SearchResult", "Searcher", "get", "register",
-           "unit_note"]
+           "unit_note", "unregister"]
