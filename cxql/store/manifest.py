@@ -102,21 +102,27 @@ def read_manifest(path: Path) -> dict:
 
 def read_text_file(source: Path, what: str, limit: int) -> str:
     """The text of a regular file (a named pipe or device is refused before opening, so never blocks)."""
-    try:
-        st = os.lstat(source)
-    except FileNotFoundError:
-        raise StoreError(f"{source}: missing; {source.parent} is not a cxql store") from None
-    except OSError as exc:
-        raise StoreError(f"{source}: unreadable {what} ({exc.strerror})") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise StoreError(f"{source}: not a regular file")
-    if st.st_size > limit:
-        raise StoreError(f"{source}: {st.st_size} bytes, too large for a {what}")
+    size = regular_size(source, f"missing; {source.parent} is not a cxql store", f"unreadable {what}")
+    if size > limit:
+        raise StoreError(f"{source}: {size} bytes, too large for a {what}")
     try:
         with open(source, "rb") as fh:
             return fh.read(limit + 1).decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise StoreError(f"{source}: unreadable {what} ({exc})") from None
+
+
+def regular_size(path: Path, missing: str, unreadable: str = "unreadable") -> int:
+    """The size of ``path``, which must be a regular file: a named pipe is refused before it can block."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        raise StoreError(f"{path}: {missing}") from None
+    except OSError as exc:
+        raise StoreError(f"{path}: {unreadable} ({exc.strerror})") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise StoreError(f"{path}: not a regular file")
+    return st.st_size
 
 
 def check_manifest(manifest: Any, path: Path) -> dict:

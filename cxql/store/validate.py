@@ -12,8 +12,6 @@ size. :func:`file_crc32` reads everything and is left to ``cxql store check``.
 
 from __future__ import annotations
 
-import os
-import stat
 import zlib
 from pathlib import Path
 from typing import Any, Mapping
@@ -21,6 +19,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..errors import StoreError
+from .manifest import regular_size
 
 #: What each array may hold: allowed dtype kinds (``u`` unsigned, ``i`` signed, ``f`` float, ``U`` text)
 #: and, where the code relies on it, the exact dtype.
@@ -39,7 +38,7 @@ CHUNK_BYTES = 1 << 24
 
 def header(path: Path) -> tuple[np.dtype, tuple[int, ...], bool, int, int]:
     """(dtype, shape, fortran order, data offset, file size) of a ``.npy`` file, reading its header only."""
-    size = _regular_size(path)
+    size = regular_size(path, "missing file; the store is incomplete")
     try:
         with open(path, "rb") as fh:
             return (*_read_header(fh, path), size)
@@ -47,17 +46,6 @@ def header(path: Path) -> tuple[np.dtype, tuple[int, ...], bool, int, int]:
         raise StoreError(f"{path}: unreadable ({exc.strerror})") from None
 
 
-def _regular_size(path: Path) -> int:
-    """The size of ``path``, which must be a regular file: a named pipe is refused before it can block."""
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        raise StoreError(f"{path}: missing file; the store is incomplete") from None
-    except OSError as exc:
-        raise StoreError(f"{path}: unreadable ({exc.strerror})") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise StoreError(f"{path}: not a regular file")
-    return st.st_size
 
 
 def _read_header(fh, path: Path) -> tuple[np.dtype, tuple[int, ...], bool, int]:
@@ -80,7 +68,7 @@ def open_array(path: Path, key: str, entry: Mapping[str, Any] | None = None,
 
     ``shape`` may hold None for a free dimension. Raises StoreError naming the file.
     """
-    size = _regular_size(path)
+    size = regular_size(path, "missing file; the store is incomplete")
     try:
         with open(path, "rb") as fh:  # one open: the header is read and the map made from this handle
             dtype, actual, fortran, offset = _read_header(fh, path)
