@@ -42,16 +42,21 @@ class Metric:
     formula: str              # for EXPLAIN, in counts
     score: Callable[[Count, Count, Count, Count], Count]  # (inter, size, mask, n) -> value
     needs_activations: bool = False
+    #: When the metric is an increasing function of IoU, that function: the same formulas win,
+    #: and an IoU bound maps to a bound on this metric (SEARCH ... EXACT uses it). None otherwise.
+    of_iou: Callable[[float], float] | None = None
 
     def __call__(self, inter: Count, size: Count, mask: Count, n: Count = 0) -> Count:
         return self.score(inter, size, mask, n)
 
 
 IOU = Metric("iou", "IoU", "|M&F| / (|M| + |F| - |M&F|)",
-             lambda inter, size, mask, n: inter / positive(size + mask - inter))
+             lambda inter, size, mask, n: inter / positive(size + mask - inter), of_iou=lambda j: j)
 PRECISION = Metric("precision", "precision", "|M&F| / |F|", lambda inter, size, mask, n: inter / positive(size))
 RECALL = Metric("recall", "recall", "|M&F| / |M|", lambda inter, size, mask, n: inter / positive(mask))
-F1 = Metric("f1", "F1", "2 |M&F| / (|M| + |F|)", lambda inter, size, mask, n: 2 * inter / positive(size + mask))
+#: F1 (Dice) = 2 IoU / (1 + IoU): it ranks formulas as IoU does, so exact bounds carry over.
+F1 = Metric("f1", "F1", "2 |M&F| / (|M| + |F|)", lambda inter, size, mask, n: 2 * inter / positive(size + mask),
+            of_iou=lambda j: 2 * j / (1 + j))
 
 #: Every metric computed from counts, by name, in the order result rows show them.
 METRICS: dict[str, Metric] = {m.name: m for m in (IOU, PRECISION, RECALL, F1)}

@@ -97,3 +97,17 @@ def test_explain_names_the_metric(small_store) -> None:
     session.execute("SET metric = 'f1'")
     plan = "\n".join(r["plan"] for r in session.execute("EXPLAIN SEARCH unit 0").rows)
     assert "F1 = 2 |M&F| / (|M| + |F|)" in plan
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_of_iou_is_the_increasing_function_it_claims(seed) -> None:
+    """Metrics that declare ``of_iou`` rank every pair of formulas as IoU does (what exact bounds rely on)."""
+    rng = np.random.default_rng(seed)
+    inter = rng.integers(0, 50, 400)
+    size, mask = inter + rng.integers(0, 50, 400), inter + rng.integers(1, 50, 400)
+    iou = [metrics.IOU(int(a), int(b), int(c)) for a, b, c in zip(inter, size, mask)]
+    for metric in (m for m in metrics.METRICS.values() if m.of_iou):
+        values = [metric(int(a), int(b), int(c)) for a, b, c in zip(inter, size, mask)]
+        assert values == pytest.approx([metric.of_iou(j) for j in iou], abs=1e-15)
+        order = np.argsort(iou, kind="stable")
+        assert np.all(np.diff(np.asarray(values)[order]) >= -1e-15)
