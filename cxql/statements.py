@@ -185,7 +185,7 @@ def search_row(r: SearchResult, metric: metrics.Metric = metrics.IOU, n: int = 0
     best = r.best
     inter, size = (best.inter, best.size) if best else (0, 0)
     return {"unit": r.unit, "formula": str(best.formula) if best else "NONE",
-            **metrics.values(inter, size, r.mask_size, n), metric.name: best.score if best else 0.0,
+            **metrics.values(inter, size, r.mask_size, n),
             "length": best.length if best else 0, "mask_size": r.mask_size,
             "by_length": [{"length": k, "formula": str(v.formula), metric.name: v.score}
                           for k, v in sorted(r.by_length.items())]}
