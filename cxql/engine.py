@@ -221,10 +221,10 @@ class Session:
         """Drop compiled plans (a LET changed what a name means)."""
         self.compiler.clear()
 
-    def search_context(self) -> searchers.SearchContext:
+    def search_context(self, within: float | None = None) -> searchers.SearchContext:
         """What a searcher may read for this statement: a typed view, not the session."""
         return searchers.SearchContext(self.backend, self.resolver, self.unit_histograms(), self.metric,
-                                       self.settings["memory_limit"], self.token, self.progress)
+                                       self.settings["memory_limit"], self.token, self.progress, within)
 
     def searcher(self, name: str | None = None) -> searchers.Searcher:
         """The searcher ``name``, or ``SET engine``'s, falling back to ``plain`` where it cannot run."""

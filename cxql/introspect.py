@@ -13,6 +13,7 @@ import numpy as np
 from . import metrics
 from . import syntax as s
 from .errors import QueryError
+from .exact_search import explain_lines
 from .result import Result
 from .settings import SETTINGS
 from .limits import MAX_LENGTH, beam_capacity
@@ -167,6 +168,8 @@ def like(text: str, pattern: str) -> bool:
 
 def _search_plan(session: Session, stmt: s.Search) -> list[str]:
     """How SEARCH will run: which engine, and the products of each step."""
+    if stmt.exact or stmt.within is not None:
+        return explain_lines(session, stmt)
     units = session.units(stmt.units)
     length = stmt.length or session.settings["length"]
     beam = stmt.beam or session.settings["beam"]

@@ -225,6 +225,12 @@ class _ToSyntax(Transformer):
     def opt_accuracy(self, _items):
         return ("accuracy", True)
 
+    def opt_exact(self, _items):
+        return ("exact", True)
+
+    def opt_within(self, items):
+        return ("within", float(items[0]))
+
     def search_stmt(self, items):
         options = dict(items[1:])
         order = options.pop("order", None)

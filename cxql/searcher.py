@@ -61,6 +61,8 @@ class SearchResult:
     best: Scored | None
     beam: list[Scored]
     by_length: dict[int, Scored] = field(default_factory=dict)
+    optimal: bool | None = None  # exact searchers: proven best in their space
+    bound: float | None = None   # exact searchers: >= every formula's score in their space
 
 
 def unit_note(r: SearchResult) -> str:
@@ -79,6 +81,7 @@ class SearchContext:
     memory_limit: int = 1 << 62
     cancel: CancelToken = field(default_factory=CancelToken)
     progress: Progress = field(default_factory=Quiet)
+    within: float | None = None  # seconds for the whole search (SEARCH ... EXACT WITHIN t s)
 
     @property
     def n_signatures(self) -> int:
@@ -114,6 +117,7 @@ class Searcher(Protocol):
 SEARCHERS: dict[str, str] = {
     "batched": "cxql.batched:BatchedSearcher",
     "plain": "cxql.search:PlainSearcher",
+    "exact": "cxql.exact_search:ExactSearcher",
 }
 
 #: The names ``SET engine`` accepts (beam searchers; others are chosen by syntax, e.g. EXACT).

@@ -17,6 +17,7 @@ from . import memory, metrics
 from . import syntax as s
 from .backend import Backend
 from .errors import NameResolutionError, QueryError
+from .exact_search import check_exact, exact_notes, root_bounds
 from .limits import MAX_LENGTH, beam_capacity
 from .result import Result, order_rows
 from .search import SearchResult
@@ -114,31 +115,54 @@ def unit_intersections(session: Session, sig_mask: np.ndarray) -> tuple[np.ndarr
 
 
 def search(session: Session, stmt: s.Search) -> Result:
+    """SEARCH: a beam searcher (``SET engine``) or, with EXACT, the exact one; rows in the session's metric."""
     length = stmt.length if stmt.length is not None else session.settings["length"]
-    beam = stmt.beam if stmt.beam is not None else session.settings["beam"]
-    distinct = stmt.distinct or session.settings["distinct"]
+    exact = stmt.exact or stmt.within is not None
+    if exact:
+        check_exact(stmt, length, len(session.store.concepts), session.metric)
     units, notes = _active_enough(session, stmt.units)
     if stmt.accuracy:
         from .text_record import accuracy_columns
 
         accuracy_columns(session, [])  # no classifier: say so before searching, not after
-    engine = session.searcher()
-    beam = checked_search(session, engine, units, length, beam)
-    results = engine.search(session.search_context(), units, length=length, beam=beam, distinct=distinct)
-    rows = [search_row(r, session.metric, session.store.n_positions) for r in results]
-    columns = ["unit", "formula", *metrics.columns(session.metric), "length", "mask_size"]
+    if exact:
+        results = session.searcher("exact").search(session.search_context(stmt.within), units, length=length)
+    else:
+        beam = stmt.beam if stmt.beam is not None else session.settings["beam"]
+        distinct = stmt.distinct or session.settings["distinct"]
+        engine = session.searcher()
+        beam = checked_search(session, engine, units, length, beam)
+        results = engine.search(session.search_context(), units, length=length, beam=beam, distinct=distinct)
+    rows, columns = search_rows(session, results, length, exact)
     if stmt.accuracy:
-        from .text_record import accuracy_columns
-
-        extra = accuracy_columns(session, [r["unit"] for r in rows])
-        for row in rows:
-            row.update(extra[row["unit"]])
-        columns[3:3] = ["favours", "accuracy"]
+        _add_accuracy(session, rows, columns)
+    if exact:
+        notes += exact_notes(results)
     if len(results) < len(units):
         notes.append(_cancel_note(len(results), len(units)))
     if stmt.order is not None:
         rows = order_rows(rows, stmt.order, stmt.descending, columns, "SEARCH results")
-    return Result(str(stmt), "search", columns, rows, "; ".join(notes) or None)
+    return Result(str(stmt), "search", columns, rows, "; ".join(n for n in notes if n) or None)
+
+
+def search_rows(session: Session, results: list[SearchResult], length: int,
+                exact: bool) -> tuple[list[dict[str, Any]], list[str]]:
+    """Rows and columns of SEARCH: every metric, the search metric first, and a bound above every formula
+    of the EXACT space (exact rows: also whether it is proven optimal; beam rows: the root bound)."""
+    metric = session.metric
+    rows = [search_row(r, metric, session.store.n_positions) for r in results]
+    columns = ["unit", "formula", *metrics.columns(metric), "length", "mask_size"]
+    if exact:
+        for row, r in zip(rows, results):
+            row["optimal"], row["bound"] = r.optimal, r.bound
+        columns[3:3] = ["optimal", "bound"]
+        return rows, columns
+    bounds = root_bounds(session.search_context(), [r.unit for r in results], length)
+    if bounds is not None:  # None: no bound for this metric
+        for row, bound in zip(rows, bounds):
+            row["bound"] = bound  # how far any formula of the space could be above this answer
+        columns[3:3] = ["bound"]
+    return rows, columns
 
 
 def checked_search(session: Session, engine: Searcher, units: list[int], length: int, beam: int) -> int:
@@ -163,6 +187,16 @@ def checked_search(session: Session, engine: Searcher, units: list[int], length:
 def search_bytes(session: Session, engine: Searcher, units: list[int], beam: int) -> int:
     """Estimated peak bytes of a SEARCH: the searcher's own estimate (see cxql.memory, cxql.batched)."""
     return engine.estimate_bytes(session.search_context(), units, beam)
+
+
+def _add_accuracy(session: Session, rows: list[dict[str, Any]], columns: list[str]) -> None:
+    """WITH accuracy: the NLI analysis next to each formula (text stores)."""
+    from .text_record import accuracy_columns
+
+    extra = accuracy_columns(session, [r["unit"] for r in rows])
+    for row in rows:
+        row.update(extra[row["unit"]])
+    columns[3:3] = ["favours", "accuracy"]
 
 
 def _active_enough(session: Session, selection: s.Units) -> tuple[list[int], list[str]]:

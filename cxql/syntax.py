@@ -178,6 +178,8 @@ class Search:
     accuracy: bool = False  # WITH accuracy: the NLI analysis next to each formula (text stores)
     order: str | None = None  # ORDER BY a result column (``descending``: DESC); None keeps unit order
     descending: bool = False
+    exact: bool = False     # EXACT: the proven-best formula (cxql.exact), not beam search
+    within: float | None = None  # WITHIN t s: EXACT's time budget in seconds
 
     def __str__(self) -> str:
         out = f"SEARCH unit {self.units}"
@@ -189,6 +191,10 @@ class Search:
             out += " DISTINCT"
         if self.accuracy:
             out += " WITH accuracy"
+        if self.exact:
+            out += " EXACT"
+        if self.within is not None:
+            out += f" WITHIN {int(self.within) if float(self.within).is_integer() else repr(float(self.within))} s"
         if self.order is not None:
             out += f" ORDER BY {self.order}" + (" DESC" if self.descending else "")
         return out

@@ -111,3 +111,58 @@ def test_of_iou_is_the_increasing_function_it_claims(seed) -> None:
         assert values == pytest.approx([metric.of_iou(j) for j in iou], abs=1e-15)
         order = np.argsort(iou, kind="stable")
         assert np.all(np.diff(np.asarray(values)[order]) >= -1e-15)
+
+
+def best_by_brute_force(concepts: np.ndarray, unit: np.ndarray, length: int, metric) -> float:
+    """The greatest ``metric`` over every left-deep formula of distinct concepts (EXACT's space)."""
+    import itertools
+
+    k, best = concepts.shape[1], 0.0
+    for n in range(1, length + 1):
+        for leaves in itertools.permutations(range(k), n):
+            for ops in itertools.product(range(3), repeat=n - 1):
+                mask = concepts[:, leaves[0]]
+                for leaf, op in zip(leaves[1:], ops):
+                    c = concepts[:, leaf]
+                    mask = mask | c if op == 0 else mask & c if op == 1 else mask & ~c
+                best = max(best, metric(mask, unit))
+    return best
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_exact_search_by_f1_proves_the_best_f1(seed) -> None:
+    concepts, names, units = random_store_data(seed, n=120, k=6, u=5, density=0.3)
+    store = cxql.ConceptStore.from_masks(concepts, names)
+    store.add_unit_masks("l", units)
+    session = cxql.connect(store)
+    session.execute("SET metric = 'f1'")
+    result = session.execute("SEARCH unit * LENGTH 3 EXACT")
+    assert result.columns[:5] == ["unit", "formula", "f1", "optimal", "bound"]
+    for row in result.rows:
+        want = best_by_brute_force(concepts, units[:, row["unit"]], 3, ref.f1)
+        assert row["optimal"] and row["bound"] == row["f1"] == want
+        if row["formula"] != "NONE":
+            assert ref.f1(ref.evaluate(row["formula"], concepts, names), units[:, row["unit"]]) == want
+
+
+def test_beam_rows_carry_a_bound_in_the_metric_or_none() -> None:
+    concepts, names, units = random_store_data(2, n=120, k=6, u=5, density=0.3)
+    store = cxql.ConceptStore.from_masks(concepts, names)
+    store.add_unit_masks("l", units)
+    session = cxql.connect(store)
+    session.execute("SET metric = 'f1'")
+    for row in session.execute("SEARCH unit * LENGTH 2 BEAM 3").rows:
+        assert row["bound"] >= best_by_brute_force(concepts, units[:, row["unit"]], 2, ref.f1) >= row["f1"]
+    session.execute("SET metric = 'precision'")
+    result = session.execute("SEARCH unit * LENGTH 2 BEAM 3")
+    assert "bound" not in result.columns and all("bound" not in row for row in result.rows)
+
+
+@pytest.mark.parametrize("metric", ["precision", "recall"])
+def test_exact_refuses_a_metric_it_cannot_bound(metric, small_store) -> None:
+    store, *_ = small_store
+    session = cxql.connect(store)
+    session.execute(f"SET metric = '{metric}'")
+    for query in ("SEARCH unit 0 LENGTH 2 EXACT", "EXPLAIN SEARCH unit 0 LENGTH 2 EXACT"):
+        with pytest.raises(CxqlError, match=f"no bound for '{metric}'"):
+            session.execute(query)

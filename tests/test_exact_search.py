@@ -1,0 +1,127 @@
+"""SEARCH ... EXACT as a statement: parsing, rows, errors, budget, cancel, EXPLAIN, beam bounds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import cxql
+from cxql.errors import QueryError
+from test_exact import enumerate_best
+
+
+def tiny_session(seed: int = 0, n: int = 60, k: int = 8, u: int = 6):
+    rng = np.random.default_rng(seed)
+    dense = rng.random((n, k)) < rng.uniform(0.1, 0.5, size=k)
+    dense[:, 1] = dense[:, 0]                    # duplicate
+    dense[:, 2] = False                          # empty
+    units = rng.random((n, u)) < 0.3
+    units[:, 0] = False                          # never fires
+    units[:, 1] = (dense[:, 3] & dense[:, 4]) | dense[:, 5]
+    store = cxql.ConceptStore.from_masks(dense, [f"c{i}" for i in range(k)])
+    store.add_unit_masks("l", units)
+    return cxql.connect(store), dense, units
+
+
+def key_text(key: tuple) -> str:
+    """A key (c1, c2, op2, ...) as canonical text, by hand."""
+    text = f"c{key[0]}"
+    for c, op in zip(key[1::2], key[2::2]):
+        text = f"({text} {('OR', 'AND', 'AND NOT')[op]} c{c})"
+    return text
+
+
+@pytest.mark.parametrize("text", ["SEARCH unit 1..3 LENGTH 3 EXACT", "SEARCH unit * EXACT WITHIN 30 s",
+                                  "SEARCH unit 2 LENGTH 4 EXACT WITHIN 0.25 s"])
+def test_exact_statements_print_canonically_and_parse_back(text):
+    tree = cxql.parse(text)
+    assert str(tree) == text and cxql.parse(str(tree)) == tree
+    assert tree.exact
+
+
+def test_rows_are_the_enumerated_optimum_with_proof():
+    session, dense, units = tiny_session()
+    result = session.execute("SEARCH unit * LENGTH 3 EXACT")
+    assert result.columns[:5] == ["unit", "formula", "iou", "optimal", "bound"]
+    for row in result.rows:
+        want_iou, want_key = enumerate_best(dense, units[:, row["unit"]], 3)
+        assert row["optimal"] and row["bound"] == row["iou"] == want_iou
+        if want_key is None:
+            assert row["formula"] == "NONE"
+            continue
+        assert row["formula"] == key_text(want_key)
+        check = session.execute(f"EVAL {row['formula']} ON unit {row['unit']}").rows[0]
+        assert check["iou"] == row["iou"]
+    assert result.rows[0]["formula"] == "NONE" and result.rows[0]["optimal"]
+    assert result.rows[1]["iou"] == 1.0
+
+
+@pytest.mark.parametrize("query, message", [
+    ("SEARCH unit 1 LENGTH 3 EXACT BEAM 5", "EXACT and BEAM do not combine"),
+    ("SEARCH unit 1 LENGTH 3 EXACT WITHIN 0 s", "WITHIN must be a positive number of seconds, got 0"),
+    ("SEARCH unit 1 LENGTH 3 EXACT WITHIN -2 s", "WITHIN must be a positive number of seconds, got -2"),
+    ("SEARCH unit 1 LENGTH 9 EXACT", "LENGTH 9 is above the 8 concepts of this store"),
+    ("SEARCH unit 1 LENGTH 0 EXACT", "LENGTH must be at least 1"),
+    ("SEARCH unit 1 WITHIN 5 s", "add EXACT"),
+])
+def test_bad_exact_searches_get_one_clear_error(query, message):
+    session, _, _ = tiny_session()
+    with pytest.raises(QueryError, match=message) as info:
+        session.execute(query)
+    assert info.value.span is not None            # points into the query
+    with pytest.raises(QueryError, match=message):
+        session.execute("EXPLAIN " + query)
+
+
+def test_cancel_reports_best_found_with_a_bound_above_the_optimum():
+    session, dense, units = tiny_session(seed=3, k=8, u=6)
+
+    class CancelAtOnce:
+        def start(self, total, description):
+            session.cancel()
+
+        def advance(self, n=1, note=None):
+            pass
+
+        def finish(self):
+            pass
+
+    session.progress = CancelAtOnce()
+    rows = session.execute("SEARCH unit * LENGTH 3 EXACT").rows
+    assert len(rows) == units.shape[1]            # every unit answers, as when the budget runs out
+    for row in rows:
+        want, _ = enumerate_best(dense, units[:, row["unit"]], 3)
+        assert row["bound"] >= want >= row["iou"]
+        assert row["optimal"] == (row["bound"] == row["iou"])
+
+
+def test_a_tiny_budget_still_answers_every_unit_with_a_valid_bound():
+    session, dense, units = tiny_session(seed=5)
+    rows = session.execute("SEARCH unit * LENGTH 3 EXACT WITHIN 0.000001 s").rows
+    for row in rows:
+        want, _ = enumerate_best(dense, units[:, row["unit"]], 3)
+        assert row["bound"] >= want >= row["iou"]
+
+
+def test_explain_names_the_exact_engine():
+    session, _, _ = tiny_session()
+    plan = [r["plan"] for r in session.execute("EXPLAIN SEARCH unit * LENGTH 3 EXACT WITHIN 5 s").rows]
+    assert any("exact search (branch and bound" in line for line in plan)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_beam_rows_carry_a_bound_above_every_formula(seed):
+    session, dense, units = tiny_session(seed=seed)
+    beam = session.execute("SEARCH unit * LENGTH 3 BEAM 3").rows
+    for row in beam:
+        want, _ = enumerate_best(dense, units[:, row["unit"]], 3)
+        assert row["bound"] >= want >= row["iou"]
+
+
+def test_with_accuracy_goes_through_the_same_analysis_as_beam():
+    session, _, _ = tiny_session()
+    with pytest.raises(cxql.CxqlError) as beam_error:
+        session.execute("SEARCH unit 1 LENGTH 2 WITH accuracy")
+    with pytest.raises(cxql.CxqlError) as exact_error:
+        session.execute("SEARCH unit 1 LENGTH 2 EXACT WITH accuracy")
+    assert str(exact_error.value.message) == str(beam_error.value.message)
