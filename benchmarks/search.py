@@ -160,7 +160,7 @@ def timed_search(session, units: list[int], length: int, beam: int, engine: str)
     if session.backend.device.type == "cuda":
         torch.cuda.synchronize()
     start = time.perf_counter()
-    results = session.searcher()(session, units, length=length, beam=beam, distinct=False)
+    results = session.searcher().search(session.search_context(), units, length=length, beam=beam, distinct=False)
     if session.backend.device.type == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - start, results

@@ -27,8 +27,8 @@ Exactness. Counts are integers. Products run in float32 only where every
 partial sum is an integer below 2**24 (table chunks of fewer than 2**24
 positions, with weights at most the signature's count; units with |M| below
 2**24), in float64 elsewhere, and are summed in float64 (exact below 2**53).
-IoUs are float64 divisions of the same integers the per-unit path divides,
-so they are the same floats, and the results are the :class:`SearchResult`
+Scores (the context's metric, :mod:`cxql.metrics`) are float64 divisions
+of the same integers the per-unit path divides, so they are the same floats, and the results are the :class:`SearchResult`
 objects of :func:`cxql.search.beam_search`.
 
 Memory. Units run in chunks whose estimated state stays under
@@ -43,7 +43,7 @@ table takes 12 bytes per nonzero.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Union
+from typing import Callable, Iterator, Union
 
 import numpy as np
 import torch
@@ -51,13 +51,14 @@ import torch
 from . import syntax as s
 from .backend import Backend, read_bits, sparse_csr, unpack_columns
 from .compiler import Resolver
+from .metrics import IOU, Metric
 from .ranking import top_stable
-from .search import Scored, SearchResult, candidate_counts, combine, ious, unit_note
+from .search import Scored, SearchResult, candidate_counts, combine, unit_note
+from .searcher import Hists, SearchContext
 
 Key = Union[int, tuple]  # a concept index, or (parent key, op, concept index); op 0 OR, 1 AND, 2 AND NOT
 LOAD, COPY = 3, 4         # table ops besides OR, AND, AND NOT: a concept's column; an old column
 RANK = {COPY: 0, LOAD: 1, 0: 2, 1: 3, 2: 4}  # table column order: carried formulas first
-Hists = tuple[np.ndarray, np.ndarray, np.ndarray]  # per-unit signature histograms (CSR)
 
 
 def supports(resolver: Resolver) -> bool:
@@ -78,34 +79,57 @@ def responsive_chunk(n_units: int) -> int:
     return max(MIN_CHUNK_UNITS, -(-n_units // SLICES))
 
 
-def batched_search(session: Any, units: list[int], *, length: int, beam: int,
-                   distinct: bool) -> list[SearchResult]:
-    """The session's SEARCH: chunk by chunk, with progress and Ctrl-C (``session.cancel()``).
+class BatchedSearcher:
+    """The batched engine behind the searcher interface (:mod:`cxql.searcher`), the default.
 
-    The bar counts finished units (a chunk's units at its end; each step only adds a
-    note), and a cancel drops only the chunk in progress: the units finished before stay.
+    Units run chunk by chunk; the bar counts finished units (a chunk's units at
+    its end; each step only adds a note), and a cancel drops only the chunk in
+    progress: the units finished before stay.
     """
-    search = BatchedSearch(session.backend, session.resolver, session.unit_histograms(),
-                           length=length, beam=beam, distinct=distinct, unit_chunk=responsive_chunk(len(units)),
-                           budget=chunk_budget(session))
-    out: list[SearchResult] = []
-    session.progress.start(len(units), "SEARCH")
-    try:
-        for chunk in search.chunks(units):
-            done = search.run(chunk, lambda note: session.progress.advance(0, note), lambda: session._cancel)
-            if done is None:
-                break
-            out.extend(done)
-            for r in done:  # each unit's answer as it lands, for live displays
-                session.progress.advance(1, unit_note(r))
-    finally:
-        session.progress.finish()
-    return out
+
+    name = "batched"
+
+    def supports(self, ctx: SearchContext) -> bool:
+        return supports(ctx.resolver)
+
+    def estimate_bytes(self, ctx: SearchContext, units: list[int], beam: int) -> int:
+        return estimate_bytes(ctx, units, beam) + 400 * beam * len(units)
+
+    def search(self, ctx: SearchContext, units: list[int], *, length: int, beam: int,
+               distinct: bool) -> list[SearchResult]:
+        search = BatchedSearch(ctx.backend, ctx.resolver, ctx.hists, length=length, beam=beam, distinct=distinct,
+                               unit_chunk=responsive_chunk(len(units)), budget=chunk_budget(ctx), metric=ctx.metric)
+        out: list[SearchResult] = []
+        ctx.progress.start(len(units), "SEARCH")
+        try:
+            for chunk in search.chunks(units):
+                if ctx.cancel.cancelled:
+                    break
+                done = search.run(chunk, lambda note: ctx.progress.advance(0, note), ctx.cancel)
+                if done is None:
+                    break
+                out.extend(done)
+                for r in done:  # each unit's answer as it lands, for live displays
+                    ctx.progress.advance(1, unit_note(r))
+        finally:
+            ctx.progress.finish()
+        return out
+
+    def describe(self, ctx: SearchContext, length: int, beam: int) -> list[str]:
+        k = ctx.backend.n_concepts
+        return ["batched engine, units in chunks under 16 x chunk_mb of state",
+                f"  step 0: |M_u & c| for all units = sparse hist[U*{k}, E] @ ones[E]  (E = unit-signature entries)",
+                f"  steps 1..{length - 1}: |F & c| = sparse concepts^T[{k}, S] @ new beam masks[S, R] (R distinct "
+                f"formulas, shared across units); |M_u & F & c| = sparse hist[U*{k}, E] @ beam masks[E, {beam}]",
+                f"  {3 * beam * k:,} candidates per unit in closed form, scored by {ctx.metric.label} = "
+                f"{ctx.metric.formula}; stable top-{beam} per unit "
+                "(float32 where sums stay below 2**24, else float64; exact)",
+                "  SET engine = 'plain' runs the per-unit reference path"]
 
 
-def chunk_budget(session: Any) -> int:
+def chunk_budget(ctx: SearchContext) -> int:
     """Bytes of state per chunk of units: 16 x chunk_mb, and at most half of ``SET memory_limit``."""
-    return min(16 * session.backend.chunk_bytes, session.settings["memory_limit"] // 2)
+    return min(16 * ctx.backend.chunk_bytes, ctx.memory_limit // 2)
 
 
 def unit_costs(backend: Backend, hists: Hists, units: list[int], beam: int) -> np.ndarray:
@@ -117,7 +141,7 @@ def unit_costs(backend: Backend, hists: Hists, units: list[int], beam: int) -> n
     return beam * n_sig / 4 + 200.0 * beam * nonempty + per_entry * entries.astype(np.float64)
 
 
-def estimate_bytes(session: Any, units: list[int], beam: int) -> int:
+def estimate_bytes(ctx: SearchContext, units: list[int], beam: int) -> int:
     """Peak bytes of a batched SEARCH: the largest chunk's state plus the product blocks.
 
     The chunk formula tracks the state to within a few percent at large
@@ -126,9 +150,9 @@ def estimate_bytes(session: Any, units: list[int], beam: int) -> int:
     """
     if not units:
         return 0
-    costs = 1.5 * unit_costs(session.backend, session.unit_histograms(), units, beam)
-    peak = min(float(costs.sum()), max(float(chunk_budget(session)), float(costs.max())))
-    blocks = 4 * min(session.backend.chunk_bytes, 8 * session.store.n_signatures * beam * len(units))
+    costs = 1.5 * unit_costs(ctx.backend, ctx.hists, units, beam)
+    peak = min(float(costs.sum()), max(float(chunk_budget(ctx)), float(costs.max())))
+    blocks = 4 * min(ctx.backend.chunk_bytes, 8 * ctx.n_signatures * beam * len(units))
     return int(peak) + blocks
 
 
@@ -192,8 +216,10 @@ class BatchedSearch:
     """Beam search for chunks of units, equal to :func:`cxql.search.beam_search` unit by unit."""
 
     def __init__(self, backend: Backend, resolver: Resolver, hists: Hists, *, length: int, beam: int,
-                 distinct: bool, unit_chunk: int | None = None, budget: int | None = None) -> None:
-        self.backend, self.hists, self.unit_chunk = backend, hists, unit_chunk
+                 distinct: bool, unit_chunk: int | None = None, budget: int | None = None,
+                 metric: Metric = IOU) -> None:
+        self.backend, self.hists, self.unit_chunk, self.metric = backend, hists, unit_chunk, metric
+        self.n_positions = backend.store.n_positions
         self.budget = 16 * backend.chunk_bytes if budget is None else budget
         self.length, self.beam, self.distinct = length, beam, distinct
         self.names = [s.Concept(resolver.display_name(i)) for i in range(backend.n_concepts)]
@@ -263,7 +289,7 @@ class BatchedSearch:
     def _start(self, chunk: _Units) -> tuple[torch.Tensor, _Beam]:
         """|M & c| [U, K'] and the first beam: the best concepts alone with IoU > 0."""
         m_c = chunk.counts(torch.ones(len(chunk.sig), 1, device=chunk.sig.device))[:, 0]
-        single = ious(m_c, self.cs, chunk.sizes[:, None])                             # [U, K']
+        single = self.metric(m_c, self.cs, chunk.sizes[:, None], self.n_positions)                             # [U, K']
         pick = top_stable([torch.where(single > 0, single, torch.full_like(single, -1.0))], self.beam)
         safe = pick.clamp(min=0)
         values = torch.stack([single.gather(1, safe), m_c.gather(1, safe), self.cs[safe]])
@@ -279,7 +305,7 @@ class BatchedSearch:
         marks = read_bits(beam.table, fid.clamp(min=0), chunk.sig) & (fid >= 0)
         size, inter = candidate_counts(beam.size[..., None], beam.inter[..., None], beam.fc[beam.fid.clamp(min=0)],
                                        chunk.counts(marks), self.cs, m_c[:, None, :])
-        iou = ious(inter, size, chunk.sizes[:, None, None, None])                     # [U, B, K', 3]
+        iou = self.metric(inter, size, chunk.sizes[:, None, None, None], self.n_positions)                     # [U, B, K', 3]
         iou[beam.fid < 0] = -1.0
         self._note_lengths(beam, iou, inter, size, by_length)
         new = iou.flatten(1)
@@ -374,7 +400,7 @@ class BatchedSearch:
             top = group[np.arange(len(b)), b]
             for i in np.flatnonzero(top >= 0):
                 current = by_length[i].get(int(n))
-                if current is None or top[i] > current.iou:
+                if current is None or top[i] > current.score:
                     updates.append((i, int(n), int(b[i]), *divmod(int(arg_np[i, b[i]]), 3), float(top[i])))
         if updates:
             at = tuple(torch.as_tensor([u[c] for u in updates], device=iou.device) for c in (0, 2, 3, 4))

@@ -170,6 +170,10 @@ class Compiler:
             return s.Neighbors(word, formula.k)
         raise TypeError(f"not a formula: {formula!r}")
 
+    def clear(self) -> None:
+        """Forget compiled plans (after a LET changed a name)."""
+        self._cache.clear()
+
     def compile(self, formula: s.Formula) -> Plan:
         plan = self._cache.get(formula)
         if plan is None:

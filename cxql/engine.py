@@ -20,8 +20,10 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
 
-from . import memory
+from . import memory, metrics
+from . import searcher as searchers
 from . import syntax as s
+from .cancel import Cancelled, CancelToken
 from .compiler import Compiler, Plan, Resolver
 from .errors import CxqlError, NameResolutionError, QueryError
 from .parser import parse_with_spans
@@ -35,7 +37,6 @@ if TYPE_CHECKING:  # torch and the modules that compute load on first use (start
     import torch
 
     from .backend import Backend
-    from .search import SearchResult
 
 
 def connect(store: "str | Path | ConceptStore") -> "Session":
@@ -51,7 +52,8 @@ class Session:
         self.settings: dict[str, Any] = defaults()
         self.lets: dict[str, s.Formula] = {}
         self.progress: Progress = Quiet()
-        self._cancel = False
+        #: The running statement's cancel token (a fresh one per statement; see :meth:`run`).
+        self.token = CancelToken()
         self.resolver = Resolver(store.concepts)
         self.compiler = Compiler(self.resolver, self.lets, neighbors=_neighbors_provider(store))
         self._backend: Backend | None = None
@@ -66,19 +68,32 @@ class Session:
             raise QueryError("nothing to run: the query is empty")
         return results[-1]
 
-    def stream(self, text: str) -> Iterator[Result]:
-        """Run the statements of ``text`` one by one, yielding each result as it is ready."""
+    def stream(self, text: str, token: CancelToken | None = None) -> Iterator[Result]:
+        """Run the statements of ``text`` one by one, yielding each result as it is ready.
+
+        With ``token``, every statement runs under it, so one cancel stops the one
+        running and no later one starts (the shell's Ctrl-C); else each gets its own.
+        """
         for statement, span in parse_with_spans(text):
+            if token is not None and token.cancelled:
+                return
             try:
-                yield self.run(statement)
+                yield self.run(statement, token)
             except CxqlError as exc:
                 raise exc.locate(text, span) from None
 
-    def run(self, statement: s.Statement) -> Result:
-        """Run one parsed statement."""
-        self._cancel = False
+    def run(self, statement: s.Statement, token: CancelToken | None = None) -> Result:
+        """Run one parsed statement under ``token`` (a fresh one when None).
+
+        A statement that stops on :class:`Cancelled` with nothing to show returns a
+        result saying so; its half-done work (a re-thresholded layer) is not kept.
+        """
+        self.token = token if token is not None else CancelToken()
         handler = _handlers()[type(statement)]
-        result = handler(self, statement)
+        try:
+            result = handler(self, statement)
+        except Cancelled as exc:
+            result = Result(str(statement), "cancelled", [], [], exc.message)
         result.context = self.context()
         return result
 
@@ -94,11 +109,16 @@ class Session:
             except CxqlError:
                 threshold = str(override)
         return {"cxql_version": __version__, "store": str(self.store.path) if self.store.path else None,
-                "layer": layer, "threshold": threshold, "metric": "iou"}
+                "layer": layer, "threshold": threshold, "metric": self.settings["metric"]}
 
     def cancel(self) -> None:
-        """Ask a running SEARCH to stop after the current step (the shell's Ctrl-C)."""
-        self._cancel = True
+        """Ask the running statement to stop after its current step (see :mod:`cxql.cancel`)."""
+        self.token.cancel()
+
+    @property
+    def metric(self) -> metrics.Metric:
+        """What SEARCH maximises and MATCH ranks by (``SET metric``)."""
+        return metrics.get(self.settings["metric"])
 
     # ------------------------------------------------------------ shared pieces
 
@@ -174,8 +194,20 @@ class Session:
                          f"threshold {rule}", hint="SET threshold = 'default' to use the store's masks")
             for stale in [k for k in self._unit_cache if k[0] == layer.name]:
                 del self._unit_cache[stale]  # one threshold per layer at a time: the memory estimate holds
-            masks = self.store.unit_masks_for(layer.activations, thresholds)
-            self._unit_cache[key] = (masks, un.histograms(masks, self.store.position_signatures))
+            what = f"re-thresholding layer {layer.name!r}"
+
+            def step(n: int) -> None:  # after each block of samples: report, then stop if asked
+                self.progress.advance(n)
+                self.token.check(what)
+
+            self.progress.start(self.store.n_samples, what)
+            try:
+                masks = self.store.unit_masks_for(layer.activations, thresholds, step)
+            finally:
+                self.progress.finish()
+            hists = un.histograms(masks, self.store.position_signatures)
+            self.token.check(what)
+            self._unit_cache[key] = (masks, hists)  # only whole results are kept
         return self._unit_cache[key]
 
     def unit_hist(self, u: int) -> torch.Tensor:
@@ -186,13 +218,21 @@ class Session:
     def formula_plan(self, formula: s.Formula) -> Plan:
         return self.compiler.compile(formula)
 
-    def searcher(self) -> Callable[..., list[SearchResult]]:
-        """The SEARCH implementation: the batched engine, or per-unit beam search (``SET engine = 'plain'``)."""
-        from . import batched
-        from . import statements as st
+    def forget_plans(self) -> None:
+        """Drop compiled plans (a LET changed what a name means)."""
+        self.compiler.clear()
 
-        plain = self.settings["engine"] == "plain" or not batched.supports(self.resolver)
-        return st.search_units if plain else batched.batched_search
+    def search_context(self, within: float | None = None) -> searchers.SearchContext:
+        """What a searcher may read for this statement: a typed view, not the session."""
+        return searchers.SearchContext(self.backend, self.resolver, self.unit_histograms(), self.metric,
+                                       self.settings["memory_limit"], self.token, self.progress, within)
+
+    def searcher(self, name: str | None = None) -> searchers.Searcher:
+        """The searcher ``name``, or ``SET engine``'s, falling back to ``plain`` where it cannot run."""
+        chosen = searchers.get(name or self.settings["engine"])
+        if name is None and not chosen.supports(self.search_context()):
+            return searchers.get("plain")
+        return chosen
 
 
 @lru_cache(maxsize=1)

@@ -1,13 +1,21 @@
-"""The SEARCH ... EXACT statement: a session's units through :mod:`cxql.exact`, as result rows.
+"""The exact searcher: SEARCH ... EXACT's units through :mod:`cxql.exact`, behind :mod:`cxql.searcher`.
 
 Kept apart from the algorithm so that :mod:`cxql.exact` stays a pure
 function of signature counts (tested against enumeration), and apart from
-the beam statements so the two engines can change independently.
+the beam searchers so the engines can change independently. It is the
+registered searcher ``exact``, chosen by the EXACT keyword.
+
+Metrics. The branch and bound proves the best IoU. A metric that is an
+increasing function of IoU (:attr:`cxql.metrics.Metric.of_iou`: IoU itself,
+and F1 = 2 IoU / (1 + IoU)) has the same best formula with the same ties,
+and the IoU bound maps through that function to a bound on it. Precision
+and recall rank formulas differently and have no bound here yet: EXACT
+refuses them with a clear error (beam SEARCH takes them).
 
 Budget. ``WITHIN t s`` is for the whole statement: each unit may use the
 time left divided by the units left, so time a quick unit does not use
 passes on to the next. A unit whose time is up (or every unit after a
-Ctrl-C, ``session.cancel()``) answers the seed beam's formula with the
+Ctrl-C, the statement's cancel token) answers the seed beam's formula with the
 bound of what was left unexplored, and ``optimal`` false unless that bound
 already proves it. The search runs in numpy on the CPU whatever ``SET
 device`` says: its work is a few hundred small products per unit, which a
@@ -18,21 +26,21 @@ from __future__ import annotations
 
 import time
 import weakref
-from typing import TYPE_CHECKING, Any, Callable
+import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from . import syntax as s
 from .errors import QueryError
-from .exact import Answer, Key, Space, Unit, relaxed_bound, search_unit
-from .result import Result
+from .exact import CACHE_BYTES, Key, Space, Unit, relaxed_bound, search_unit
+from .metrics import Metric
 from .search import combine
+from .searcher import Hists, Scored, SearchContext, SearchResult, unit_note
 from .store import ConceptStore
 
 if TYPE_CHECKING:
-    from .engine import Session
-
-COLUMNS = ["unit", "formula", "iou", "optimal", "bound", "precision", "recall", "length", "mask_size"]
+    from .context import StatementContext
 _SPACES: "weakref.WeakKeyDictionary[ConceptStore, Space]" = weakref.WeakKeyDictionary()
 
 
@@ -53,7 +61,7 @@ def space_of(store: ConceptStore, chunk: int = 1 << 14) -> Space:
     return space
 
 
-def check_exact(stmt: s.Search, length: int, n_concepts: int) -> None:
+def check_exact(stmt: s.Search, length: int, n_concepts: int, metric: Metric) -> None:
     """One clear error for each way an EXACT search cannot be asked."""
     if not stmt.exact:
         raise QueryError("WITHIN sets the time budget of SEARCH ... EXACT; add EXACT", needle="WITHIN")
@@ -67,12 +75,17 @@ def check_exact(stmt: s.Search, length: int, n_concepts: int) -> None:
                          f"each concept at most once", needle=str(length))
     if stmt.within is not None and not stmt.within > 0:
         raise QueryError(f"WITHIN must be a positive number of seconds, got {stmt.within:g}", needle="WITHIN")
+    if metric.of_iou is None:
+        raise QueryError(f"EXACT proves the best IoU, and of metrics that rank formulas as IoU does (iou, f1); "
+                         f"it has no bound for {metric.name!r} yet", needle="EXACT",
+                         hint="SET metric = 'iou' or 'f1', or drop EXACT for a beam SEARCH by " + metric.name)
 
 
-def explain_lines(session: Session, stmt: s.Search) -> list[str]:
+def explain_lines(session: StatementContext, stmt: s.Search) -> list[str]:
     """EXPLAIN for SEARCH ... EXACT: the engine, the space and the bound, after the same checks as running it."""
     length = stmt.length if stmt.length is not None else session.settings["length"]
-    check_exact(stmt, length, len(session.store.concepts))
+    metric = session.metric
+    check_exact(stmt, length, len(session.store.concepts), metric)
     units = session.units(stmt.units)
     space = space_of(session.store)
     k = len(space.candidates)
@@ -83,41 +96,80 @@ def explain_lines(session: Session, stmt: s.Search) -> list[str]:
             "  seed: a greedy beam of width 5; then best-first on an admissible bound over the unit's signatures",
             f"  per expanded prefix G: |G & c| = bincount over G's signature-concept pairs ({len(space.sig):,}), "
             f"|M & G & c| = hist_u[E] @ member[E, {k:,}]; {3 * k:,} children in closed form",
-            "  rows add optimal (proven) and bound (>= every formula's IoU; = iou when optimal)"]
+            f"  score: {metric.label} = {metric.formula}, ranked as IoU (the bound is IoU's, mapped)"
+            if metric.name != "iou" else "  score: IoU = |M&F| / (|M| + |F| - |M&F|)",
+            f"  rows add optimal (proven) and bound (>= every formula's {metric.label}; = {metric.name} when optimal)"]
 
 
-def units_of(session: Session, space: Space, units: list[int]) -> list[Unit]:
-    indptr, sig, cnt = session.unit_histograms()
+def units_of(hists: Hists, space: Space, units: list[int]) -> list[Unit]:
+    indptr, sig, cnt = hists
     return [Unit(space, np.asarray(sig[indptr[u]:indptr[u + 1]], np.int64),
                  np.asarray(cnt[indptr[u]:indptr[u + 1]], np.int64)) for u in units]
 
 
-def search_exact(session: Session, stmt: s.Search,
-                 select: Callable[[], tuple[list[int], list[str]]] | None = None) -> Result:
-    """Rows for SEARCH ... EXACT; ``select`` picks the units (and notes why some were skipped), as beam SEARCH does."""
-    length = stmt.length if stmt.length is not None else session.settings["length"]
-    check_exact(stmt, length, len(session.store.concepts))
-    units, notes = select() if select else (session.units(stmt.units), [])
-    space = space_of(session.store)
-    names = [s.Concept(session.resolver.display_name(i)) for i in range(space.n_concepts)]
-    end = None if stmt.within is None else time.monotonic() + stmt.within
-    rows: list[dict[str, Any]] = []
-    session.progress.start(len(units), "SEARCH EXACT")
-    try:
-        for i, (u, unit) in enumerate(zip(units, units_of(session, space, units))):
-            now = time.monotonic()
-            deadline = None if end is None else now + max(0.0, end - now) / (len(units) - i)
-            answer = search_unit(space, unit, length, deadline=deadline, cancelled=lambda: session._cancel)
-            rows.append(exact_row(u, answer, names))
-            session.progress.advance(1, f"unit {u}: {rows[-1]['formula']}")
-    finally:
-        session.progress.finish()
-    proven = sum(r["optimal"] for r in rows)
-    notes.append(f"{proven} of {len(rows)} units proven optimal")
-    if proven < len(rows):
-        gap = max(r["bound"] - r["iou"] for r in rows)
+class ExactSearcher:
+    """Branch and bound per unit (:mod:`cxql.exact`); results carry ``optimal`` and ``bound``.
+
+    ``ctx.within`` is the whole statement's time budget (module docstring).
+    ``length`` is the most leaves; ``beam`` and ``distinct`` do not apply.
+    """
+
+    name = "exact"
+
+    def supports(self, ctx: SearchContext) -> bool:
+        return ctx.metric.of_iou is not None
+
+    def estimate_bytes(self, ctx: SearchContext, units: list[int], beam: int) -> int:
+        """The (signature, concept) pair table (three int64/float64 arrays) and the |G AND c| cache."""
+        return 24 * len(space_of(ctx.backend.store).sig) + CACHE_BYTES
+
+    def search(self, ctx: SearchContext, units: list[int], *, length: int, beam: int = 0,
+               distinct: bool = False) -> list[SearchResult]:
+        space = space_of(ctx.backend.store)
+        names = [s.Concept(ctx.resolver.display_name(i)) for i in range(space.n_concepts)]
+        metric, n = ctx.metric, space.n_positions
+        assert metric.of_iou is not None, "check_exact refuses metrics without of_iou"
+        end = None if ctx.within is None else time.monotonic() + ctx.within
+        out: list[SearchResult] = []
+        ctx.progress.start(len(units), "SEARCH EXACT")
+        try:
+            for i, (u, unit) in enumerate(zip(units, units_of(ctx.hists, space, units))):
+                now = time.monotonic()
+                deadline = None if end is None else now + max(0.0, end - now) / (len(units) - i)
+                a = search_unit(space, unit, length, deadline=deadline, cancelled=ctx.cancel)
+                best = None
+                if a.key:
+                    best = Scored(formula_of(a.key, names), a.inter, a.size, float(metric(a.inter, a.size, a.mask_size, n)))
+                score = best.score if best else 0.0
+                out.append(SearchResult(u, a.mask_size, best, [best] if best else [], {},
+                                        a.optimal, score if a.optimal else max(score, bound_in(metric, a.bound))))
+                ctx.progress.advance(1, unit_note(out[-1]))
+        finally:
+            ctx.progress.finish()
+        return out
+
+    def describe(self, ctx: SearchContext, length: int, beam: int) -> list[str]:
+        return ["exact engine: branch and bound per unit (cxql.exact), numpy on the CPU"]
+
+
+def bound_in(metric: Metric, iou_bound: float) -> float:
+    """An IoU bound as a bound on ``metric`` (an increasing function of IoU); a map that is not the
+    identity rounds twice, so the result moves up two ulps to stay above every formula's value."""
+    assert metric.of_iou is not None
+    mapped = float(metric.of_iou(iou_bound))
+    if mapped != iou_bound:
+        mapped = min(1.0, math.nextafter(math.nextafter(mapped, 2.0), 2.0))
+    return mapped
+
+
+def exact_notes(results: list[SearchResult]) -> list[str]:
+    """How many units are proven optimal, and the largest gap of the others."""
+    proven = sum(bool(r.optimal) for r in results)
+    notes = [f"{proven} of {len(results)} units proven optimal"]
+    if proven < len(results):
+        gap = max(r.bound - (r.best.score if r.best else 0.0) for r in results if r.bound is not None)
         notes.append(f"the others carry a bound (largest gap {gap:.4f})")
-    return Result(str(stmt), "search", list(COLUMNS), rows, "; ".join(notes))
+    return notes
 
 
 def formula_of(key: Key, names: list[s.Concept]) -> s.Formula:
@@ -127,20 +179,18 @@ def formula_of(key: Key, names: list[s.Concept]) -> s.Formula:
     return formula
 
 
-def exact_row(u: int, a: Answer, names: list[s.Concept]) -> dict[str, Any]:
-    return {"unit": u, "formula": str(formula_of(a.key, names)) if a.key else "NONE", "iou": a.iou,
-            "optimal": a.optimal, "bound": a.bound, "precision": a.inter / a.size if a.size else 0.0,
-            "recall": a.inter / a.mask_size if a.mask_size else 0.0, "length": a.length, "mask_size": a.mask_size}
-
-
-def root_bounds(session: Session, units: list[int], length: int) -> list[float]:
-    """For beam rows: a proven upper bound on every formula of the EXACT space (the search's root bound)."""
-    space = space_of(session.store)
+def root_bounds(ctx: SearchContext, units: list[int], length: int) -> list[float] | None:
+    """For beam rows: a proven upper bound on every formula of the EXACT space (the search's root bound),
+    in the context's metric; None for a metric that has no bound (see the module docstring)."""
+    of_iou = ctx.metric.of_iou
+    if of_iou is None:
+        return None
+    space = space_of(ctx.backend.store)
     out = []
-    for unit in units_of(session, space, units):
+    for unit in units_of(ctx.hists, space, units):
         if unit.size == 0 or not len(space.candidates):
             out.append(0.0)
             continue
         a, b = relaxed_bound(unit, min(length, len(space.candidates)), 0, 1)
-        out.append(min(1.0, a / b))
+        out.append(bound_in(ctx.metric, min(1.0, a / b)))
     return out

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from . import metrics
 from . import syntax as s
 from .errors import QueryError
 from .exact_search import explain_lines
@@ -18,11 +19,11 @@ from .settings import SETTINGS
 from .limits import MAX_LENGTH, beam_capacity
 from .memory import check as check_memory
 from .memory import format_size, formula_bytes
-from .statements import checked_search, search_bytes, search_row, search_units, unit_intersections
+from .statements import checked_search, search_bytes, search_row, unit_intersections
 from .store import ConceptStore
 
 if TYPE_CHECKING:
-    from .engine import Session
+    from .context import StatementContext as Session
 
 
 def show(session: Session, stmt: s.Show) -> Result:
@@ -86,12 +87,13 @@ def _show_unit(session: Session, unit: int | None) -> Result:
     assert unit is not None
     [u] = session.units(s.Units((unit,)))
     length = session.settings["length"]
-    beam = checked_search(session, search_units, [u], length, session.settings["beam"])
-    columns = ["layer", "unit", "formula", "iou", "mask_size", "threshold"]
-    found = search_units(session, [u], length=length, beam=beam, distinct=False)
+    plain = session.searcher("plain")
+    beam = checked_search(session, plain, [u], length, session.settings["beam"])
+    columns = ["layer", "unit", "formula", session.metric.name, "mask_size", "threshold"]
+    found = plain.search(session.search_context(), [u], length=length, beam=beam, distinct=False)
     if not found:  # cancelled (Ctrl-C) before the search finished
         return Result(f"SHOW unit {unit}", "search", columns, [], f"cancelled: unit {unit} was not searched")
-    row = search_row(found[0])
+    row = search_row(found[0], session.metric, session.store.n_positions)
     layer = session.layer()
     row["layer"] = layer.name
     row["threshold"] = float(layer.thresholds[u]) if layer.thresholds is not None else None
@@ -123,13 +125,16 @@ def explain(session: Session, stmt: s.Explain) -> Result:
         lines += [f"formula {plan.formula}  (length {s.length(plan.formula)})"]
         lines += ["  " + line for line in plan.describe(store.concepts)]
         lines += [f"  |F| = sum(count[S] where t{len(plan.ops) - 1})  -- float64 dot over {n_sig:,} signatures"]
+    metric = session.metric
     if isinstance(inner, s.Eval):
         lines += [f"for each of {len(session.units(inner.units))} units: |M & F| = hist_u[S] . t{len(plan.ops) - 1}"
-                  " (sparse CSR histogram), IoU = |M&F| / (|M| + |F| - |M&F|)"]
+                  " (sparse CSR histogram), then from these counts "
+                  + ", ".join(f"{m.label} = {m.formula}" for m in metrics.METRICS.values())]
     elif isinstance(inner, s.Match):
-        lines += [f"|M_u & F| for all {session.layer().n_units} units from CSR histograms; sort by IoU, keep TOP"]
+        lines += [f"|M_u & F| for all {session.layer().n_units} units from CSR histograms; "
+                  f"sort by {metric.label} = {metric.formula}, keep TOP"]
     elif isinstance(inner, s.Search):
-        lines += _search_plan(session, inner, k)
+        lines += _search_plan(session, inner)
     elif formula is None:
         lines += [f"{inner}: no tensor work"]
     rows = [{"plan": line} for line in header + lines]
@@ -161,7 +166,7 @@ def like(text: str, pattern: str) -> bool:
     return all(ch == "%" for ch in p[j:])
 
 
-def _search_plan(session: Session, stmt: s.Search, k: int) -> list[str]:
+def _search_plan(session: Session, stmt: s.Search) -> list[str]:
     """How SEARCH will run: which engine, and the products of each step."""
     if stmt.exact or stmt.within is not None:
         return explain_lines(session, stmt)
@@ -171,23 +176,9 @@ def _search_plan(session: Session, stmt: s.Search, k: int) -> list[str]:
     head = (f"beam search over {len(units)} units, LENGTH {length}, BEAM {beam}"
             + (" DISTINCT" if stmt.distinct else ""))
     capacity = beam_capacity(int((session.backend.concept_sizes > 0).sum()), min(length, MAX_LENGTH))
-    estimate = search_bytes(session, session.searcher(), units, min(beam, capacity))
+    engine = session.searcher()
+    estimate = search_bytes(session, engine, units, min(beam, capacity))
     memory_line = (f"  memory: about {format_size(estimate)} (memory_limit {format_size(session.settings['memory_limit'])})"
                    + (f"; BEAM clipped to {capacity:,}, the most a beam can hold" if beam > capacity else ""))
-    return _engine_plan(session, head, length, beam, k) + [memory_line]
-
-
-def _engine_plan(session: Session, head: str, length: int, beam: int, k: int) -> list[str]:
-    if session.searcher() is search_units:
-        return [head + " -- plain engine, one unit at a time",
-                f"  step 0: |M & c| = hist[1, S] @ concepts[S, {k}]  (float64, exact)",
-                f"  steps 1..{length - 1}: [2*{beam}, S] weighted beam masks @ concepts[S, {k}] -> "
-                f"{3 * beam * k:,} candidates scored in closed form (OR, AND, AND NOT)",
-                f"  keep the best {beam} (stable sort, old beam first)"]
-    return [head + " -- batched engine, units in chunks under 16 x chunk_mb of state",
-            f"  step 0: |M_u & c| for all units = sparse hist[U*{k}, E] @ ones[E]  (E = unit-signature entries)",
-            f"  steps 1..{length - 1}: |F & c| = sparse concepts^T[{k}, S] @ new beam masks[S, R] (R distinct "
-            f"formulas, shared across units); |M_u & F & c| = sparse hist[U*{k}, E] @ beam masks[E, {beam}]",
-            f"  {3 * beam * k:,} candidates per unit in closed form; stable top-{beam} per unit "
-            "(float32 where sums stay below 2**24, else float64; exact)",
-            "  SET engine = 'plain' runs the per-unit reference path"]
+    lines = engine.describe(session.search_context(), length, beam)
+    return [f"{head} -- {lines[0]}", *lines[1:], memory_line]

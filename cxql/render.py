@@ -19,6 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .grammar_terms import formula_keywords
+from .metrics import METRICS
 from .result import Result
 from .version import __version__
 
@@ -144,17 +145,23 @@ def formula_text(formula: str) -> Text:
     return text
 
 
+def score_column(result: Result) -> str:
+    """The column of the metric the statement ranked by (``SET metric``; IoU for results without context)."""
+    return result.context.get("metric") or "iou"
+
+
 def iou_bar(value: float, width: int = 10, scale: float = 1.0) -> Text:
-    """``0.123 ███▍`` with the bar scaled to IoU ``scale`` (1 by default) = full width."""
+    """``0.123 ███▍`` with the bar scaled to a score of ``scale`` (1 by default) = full width."""
     full = max(0.0, min(1.0, value / scale if scale > 0 else 0.0)) * width
     blocks = "█" * int(full) + (" ▏▎▍▌▋▊▉"[int((full - int(full)) * 8)] if full < width else "")
     return Text(f"{value:.4f} ") + Text(blocks.rstrip(), style="green")
 
 
-def cell(column: str, value: Any) -> Text | str:
+def cell(column: str, value: Any, score: str = "iou") -> Text | str:
+    """One cell for people; ``score`` names the metric column, which gets a bar."""
     if column in ("formula",) and isinstance(value, str):
         return formula_text(value)
-    if column == "iou" and isinstance(value, float):
+    if column == score and isinstance(value, float):
         return iou_bar(value)
     if isinstance(value, float):
         return f"{value:.4f}"
@@ -170,12 +177,13 @@ def print_table(result: Result, console: Console) -> None:
     if result.rows and not (result.kind in ("set", "let") and result.message):
         numeric = {c for c in result.columns
                    if all(isinstance(r.get(c), (int, float)) and not isinstance(r.get(c), bool) for r in result.rows)}
+        score = score_column(result)
         table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
         for c in result.columns:
-            table.add_column(c, justify="right" if c in numeric and c != "iou" else "left",
+            table.add_column(c, justify="right" if c in numeric and c != score else "left",
                              overflow="fold")
         for row in result.rows:
-            table.add_row(*(cell(c, row.get(c)) for c in result.columns))
+            table.add_row(*(cell(c, row.get(c), score) for c in result.columns))
         console.print(table)
     if result.message:
         console.print(Text(result.message, style="dim"))
@@ -205,27 +213,28 @@ def print_results(results: list[Result], console: Console, fmt: str = "table", *
         body()
 
 
-def by_length_chart(row: dict[str, Any]) -> Table | None:
-    """The best IoU at each formula length of one SEARCH row (its ``by_length``), as bars."""
+def by_length_chart(row: dict[str, Any], score: str = "iou") -> Table | None:
+    """The best score (metric ``score``) at each formula length of one SEARCH row (its ``by_length``), as bars."""
     points = row.get("by_length") or []
     if len(points) < 2:
         return None
-    top = max(p["iou"] for p in points) or 1.0
-    table = Table(title=f"unit {row.get('unit')}: best IoU by formula length", title_justify="left",
+    top = max(p[score] for p in points) or 1.0
+    label = METRICS[score].label if score in METRICS else score
+    table = Table(title=f"unit {row.get('unit')}: best {label} by formula length", title_justify="left",
                   title_style="bold", show_header=True, header_style="bold", box=None, pad_edge=False)
     table.add_column("length", justify="right")
-    table.add_column("iou")
+    table.add_column(score)
     table.add_column("formula", overflow="fold")
     for p in points:
-        table.add_row(str(p["length"]), iou_bar(p["iou"], width=24, scale=top), formula_text(p["formula"]))
+        table.add_row(str(p["length"]), iou_bar(p[score], width=24, scale=top), formula_text(p["formula"]))
     return table
 
 
 def print_by_length(result: Result, console: Console) -> None:
-    """Under a one-unit SEARCH, how its best IoU grows with the formula length."""
+    """Under a one-unit SEARCH, how its best score grows with the formula length."""
     if result.kind != "search" or len(result.rows) != 1:
         return
-    chart = by_length_chart(result.rows[0])
+    chart = by_length_chart(result.rows[0], score_column(result))
     if chart is not None:
         console.print()
         console.print(chart)

@@ -30,6 +30,7 @@ import numpy as np
 
 from .engine import Session, connect
 from .errors import DataError, UsageError
+from .metrics import METRICS
 from .parser import parse_formula
 from .progress import counter
 from .store import ConceptStore, Layer
@@ -50,6 +51,8 @@ class UnitReport:
     recall: float
     mask_size: int
     top: list[tuple[int, float]] = field(default_factory=list)
+    metric: str = "iou"   # what the SEARCH maximised (``SET metric``), and its value
+    score: float = 0.0
 
 
 # ------------------------------------------------------------------ computing
@@ -66,12 +69,13 @@ def unit_reports(session: Session, layer: str, units: str = "*", *, length: int 
         rows = session.execute(f"SEARCH unit {units} LENGTH {int(length)} BEAM {int(beam)}").rows
     unit_ids = [int(r["unit"]) for r in rows]
     scores = sample_scores(session.store, session.store.layers[layer], unit_ids)
+    metric = session.metric.name
     reports = []
     for r, column in zip(rows, scores.T):
         order = np.lexsort((np.arange(len(column)), -column))[:top]
         reports.append(UnitReport(int(r["unit"]), r["formula"], float(r["iou"]), float(r["precision"]),
                                   float(r["recall"]), int(r["mask_size"]),
-                                  [(int(s), float(column[s])) for s in order]))
+                                  [(int(s), float(column[s])) for s in order], metric, float(r[metric])))
     return reports
 
 
@@ -189,16 +193,22 @@ def strip(tiles: list, gap: int = 4):
     return canvas
 
 
+def _scores(r: UnitReport) -> str:
+    """``F1 0.4000 · IoU 0.2500 · precision ...``: the search metric first."""
+    values = {"iou": r.iou, "precision": r.precision, "recall": r.recall, r.metric: r.score}
+    order = [r.metric] + [name for name in ("iou", "precision", "recall") if name != r.metric]
+    return " &middot; ".join(f"{METRICS[name].label} {values[name]:.4f}" for name in order)
+
+
 def html_page(store_label: str, layer: str, reports: list[UnitReport], image_dir: str,
               sample_names: list[str] | None) -> str:
-    """A static page: one row per unit, best IoU first."""
+    """A static page: one row per unit, best score (the search metric) first."""
     rows = []
-    for r in sorted(reports, key=lambda r: (-r.iou, r.unit)):
+    for r in sorted(reports, key=lambda r: (-r.score, r.unit)):
         captions = " &middot; ".join(html.escape(sample_names[s] if sample_names else f"sample {s}") for s, _ in r.top)
         rows.append(
             f'<tr id="unit{r.unit}"><td class="n">{r.unit}</td><td><b>{html.escape(r.formula)}</b><br>'
-            f'<span class="m">IoU {r.iou:.4f} &middot; precision {r.precision:.3f} &middot; '
-            f'recall {r.recall:.3f} &middot; {r.mask_size:,} positions</span></td>'
+            f'<span class="m">{_scores(r)} &middot; {r.mask_size:,} positions</span></td>'
             f'<td><img src="{html.escape(image_dir)}/unit_{r.unit:04d}.png" alt="unit {r.unit}" loading="lazy">'
             f'<div class="m">{captions}</div></td></tr>')
     return f"""<!DOCTYPE html>
@@ -260,6 +270,7 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top", type=int, default=8, help="top-activating images per unit (default 8)")
     p.add_argument("--tile", type=int, default=112, help="pixels per image tile (default 112)")
     p.add_argument("--device", help="torch device for SEARCH, e.g. cuda")
+    p.add_argument("--metric", default="iou", choices=list(METRICS), help="what SEARCH maximises (default iou)")
 
 
 def _command(args: argparse.Namespace, tools: Tools) -> int:
@@ -271,6 +282,7 @@ def _command(args: argparse.Namespace, tools: Tools) -> int:
     if args.layer not in session.store.layers:
         raise DataError(f"no layer {args.layer!r} in {args.store}; layers: {', '.join(session.store.layers) or 'none'}")
     session.progress = tools.progress()
+    session.execute(f"SET metric = '{args.metric}'")
     reports = unit_reports(session, args.layer, args.units, length=args.length, beam=args.beam, top=args.top)
     bar = tools.progress()
     bar.start(len(reports), "drawing units")

@@ -18,62 +18,25 @@ order; candidates are the old beam (in beam order) followed by, for each beam
 entry in order and each non-empty concept in store order, ``(f OR c)``,
 ``(f AND c)``, ``(f AND NOT c)``. A stable sort by IoU, descending, keeps the
 earlier candidate on ties. Duplicates keep their own slots unless DISTINCT.
+
+The score is the context's metric (:mod:`cxql.metrics`, IoU by default),
+computed from the same exact counts, so any count metric searches the same way.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 import torch
 
+from . import memory
 from . import syntax as s
 from .backend import Backend
 from .compiler import Resolver
-
-
-@dataclass(frozen=True)
-class Scored:
-    """A formula with its exact counts against one unit."""
-
-    formula: s.Formula
-    inter: int  # |M AND F|
-    size: int   # |F|
-    iou: float
-
-    @property
-    def length(self) -> int:
-        return s.length(self.formula)
-
-
-@dataclass
-class SearchResult:
-    unit: int
-    mask_size: int
-    best: Scored | None
-    beam: list[Scored]
-    by_length: dict[int, Scored] = field(default_factory=dict)
-
-
-def unit_note(r: SearchResult) -> str:
-    """``unit 3: (water OR river)``: a progress note for a finished unit."""
-    return f"unit {r.unit}: {r.best.formula if r.best else 'NONE'}"
-
-
-def iou_of(inter: int, size: int, mask_size: int) -> float:
-    """IoU from exact counts; 0 when the union is empty."""
-    union = mask_size + size - inter
-    return inter / union if union else 0.0
-
-
-def ious(inter: torch.Tensor, size: torch.Tensor, mask_size: "int | torch.Tensor") -> torch.Tensor:
-    """IoU from exact float64 counts (broadcasting); 0 when the union is empty.
-
-    An empty union has an empty intersection, so clamping it to 1 gives 0 / 1 = 0.
-    """
-    union = size - inter + mask_size
-    return inter / union.clamp_(min=1)
+from .metrics import IOU, Metric
+from .searcher import Scored, SearchContext, SearchResult, unit_note
 
 
 def candidate_counts(f_size: torch.Tensor, f_inter: torch.Tensor, f_c: torch.Tensor, m_f_c: torch.Tensor,
@@ -105,12 +68,13 @@ def combine(f: s.Formula, c: s.Concept, op: int) -> s.Formula:
 
 def beam_search(backend: Backend, resolver: Resolver, hist: torch.Tensor, unit: int = 0, *,
                 length: int = 3, beam: int = 5, distinct: bool = False,
-                cancelled: Callable[[], bool] | None = None) -> SearchResult:
+                cancelled: Callable[[], bool] | None = None, metric: Metric = IOU) -> SearchResult:
     """The best formula of at most ``length`` leaves for the unit whose signature histogram is ``hist``."""
     mask_size = int(hist.sum().item())
+    n = backend.store.n_positions
     sizes = backend.concept_sizes
     m_and_c = backend.concept_counts(hist[None, :])[0]
-    single = ious(m_and_c, sizes, mask_size)
+    single = metric(m_and_c, sizes, mask_size, n)
     names = [s.Concept(resolver.display_name(i)) for i in range(backend.n_concepts)]
 
     result = SearchResult(unit, mask_size, None, [])
@@ -141,16 +105,16 @@ def beam_search(backend: Backend, resolver: Resolver, hist: torch.Tensor, unit: 
         f_inter = torch.tensor([float(e.scored.inter) for e in entries], dtype=torch.float64,
                                device=backend.device)[:, None]
         new_size, new_inter = candidate_counts(f_size, f_inter, f_c, m_f_c, cs, mc)        # [B, K', 3]
-        new_iou = ious(new_inter, new_size, mask_size)
-        old_iou = torch.tensor([e.scored.iou for e in entries], dtype=torch.float64)
-        all_iou = np.concatenate([old_iou.numpy(), new_iou.flatten().cpu().numpy()])
-        _note_lengths(result, entries, new_iou, new_inter, new_size, nonempty, names)
+        new_score = metric(new_inter, new_size, mask_size, n)
+        old_score = torch.tensor([e.scored.score for e in entries], dtype=torch.float64)
+        all_score = np.concatenate([old_score.numpy(), new_score.flatten().cpu().numpy()])
+        _note_lengths(result, entries, new_score, new_inter, new_size, nonempty, names)
 
         chosen: list[_Entry] = []
         seen: set[s.Formula] = set()
         flat_inter = new_inter.flatten().cpu().numpy()
         flat_size = new_size.flatten().cpu().numpy()
-        for idx in np.argsort(-all_iou, kind="stable"):
+        for idx in np.argsort(-all_score, kind="stable"):
             if idx < n_b:
                 entry = entries[idx]
             else:
@@ -164,7 +128,7 @@ def beam_search(backend: Backend, resolver: Resolver, hist: torch.Tensor, unit: 
                     continue
                 col = backend.column(k)
                 mask = (parent.mask | col, parent.mask & col, parent.mask & ~col)[op]
-                entry = _Entry(Scored(formula, int(flat_inter[j]), int(flat_size[j]), float(all_iou[idx])), mask)
+                entry = _Entry(Scored(formula, int(flat_inter[j]), int(flat_size[j]), float(all_score[idx])), mask)
             if distinct and entry.scored.formula in seen:
                 continue
             seen.add(entry.scored.formula)
@@ -178,18 +142,64 @@ def beam_search(backend: Backend, resolver: Resolver, hist: torch.Tensor, unit: 
     return result
 
 
-def _note_lengths(result: SearchResult, entries: list[_Entry], new_iou: torch.Tensor, new_inter: torch.Tensor,
+def _note_lengths(result: SearchResult, entries: list[_Entry], new_score: torch.Tensor, new_inter: torch.Tensor,
                   new_size: torch.Tensor, nonempty: torch.Tensor, names: list[s.Concept]) -> None:
     """Keep the best formula seen at each length (ties: the earliest generated)."""
     lengths = torch.tensor([e.scored.length + 1 for e in entries])
     for n in torch.unique(lengths).tolist():
         rows = torch.nonzero(lengths == n).flatten()
-        block = new_iou[rows.to(new_iou.device)].flatten()
+        block = new_score[rows.to(new_score.device)].flatten()
         j = int(torch.argmax(block).item())  # argmax returns the first maximum
-        if n in result.by_length and result.by_length[n].iou >= float(block[j]):
+        if n in result.by_length and result.by_length[n].score >= float(block[j]):
             continue
-        b_local, rest = divmod(j, new_iou.shape[1] * 3)
+        b_local, rest = divmod(j, new_score.shape[1] * 3)
         ci, op = divmod(rest, 3)
         b = int(rows[b_local])
         formula = combine(entries[b].scored.formula, names[int(nonempty[ci])], op)
         result.by_length[n] = Scored(formula, int(new_inter[b, ci, op]), int(new_size[b, ci, op]), float(block[j]))
+
+
+class PlainSearcher:
+    """The reference searcher: one :func:`beam_search` per unit (``SET engine = 'plain'``).
+
+    A cancel stops within the current unit's steps and drops that unit: SEARCH
+    returns only complete searches, like the batched engine.
+    """
+
+    name = "plain"
+
+    def supports(self, ctx: SearchContext) -> bool:
+        return True
+
+    def estimate_bytes(self, ctx: SearchContext, units: list[int], beam: int) -> int:
+        backend = ctx.backend
+        nonempty = int((backend.concept_sizes > 0).sum())
+        return memory.plain_search_bytes(beam, ctx.n_signatures, backend.n_concepts, nonempty,
+                                         backend.chunk_rows, len(units))
+
+    def search(self, ctx: SearchContext, units: list[int], *, length: int, beam: int,
+               distinct: bool) -> list[SearchResult]:
+        out: list[SearchResult] = []
+        ctx.progress.start(len(units), "SEARCH")
+        try:
+            for u in units:
+                if ctx.cancel.cancelled:
+                    break
+                r = beam_search(ctx.backend, ctx.resolver, ctx.unit_hist(u), u, length=length, beam=beam,
+                                distinct=distinct, cancelled=ctx.cancel, metric=ctx.metric)
+                if ctx.cancel.cancelled:
+                    break
+                out.append(r)
+                ctx.progress.advance(1, unit_note(r))
+        finally:
+            ctx.progress.finish()
+        return out
+
+    def describe(self, ctx: SearchContext, length: int, beam: int) -> list[str]:
+        k = ctx.backend.n_concepts
+        return ["plain engine, one unit at a time",
+                f"  step 0: |M & c| = hist[1, S] @ concepts[S, {k}]  (float64, exact)",
+                f"  steps 1..{length - 1}: [2*{beam}, S] weighted beam masks @ concepts[S, {k}] -> "
+                f"{3 * beam * k:,} candidates scored in closed form (OR, AND, AND NOT)",
+                f"  score: {ctx.metric.label} = {ctx.metric.formula}; keep the best {beam} "
+                "(stable sort, old beam first)"]

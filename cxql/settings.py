@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from . import metrics
 from .errors import NameResolutionError, QueryError, did_you_mean
 from .limits import MAX_LENGTH
 from .memory import default_limit, parse_size
@@ -76,10 +77,17 @@ def _bool(value: Any) -> bool:
 
 
 def _engine(value: Any) -> str:
+    from . import searcher
+
     text = str(value).lower()
-    if text not in ("batched", "plain"):
-        raise QueryError(f"engine must be 'batched' or 'plain', got {value!r}", needle=str(value))
+    if text not in searcher.ENGINES:
+        raise QueryError(f"engine must be one of {', '.join(map(repr, searcher.ENGINES))}, got {value!r}",
+                         needle=str(value))
     return text
+
+
+def _metric(value: Any) -> str:
+    return metrics.get(str(value)).name
 
 
 SETTINGS: dict[str, Setting] = {s.name: s for s in [
@@ -100,6 +108,8 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
     Setting("distinct", False, _bool, "SEARCH keeps one beam entry per formula", ("on", "off")),
     Setting("engine", "batched", _engine,
             "SEARCH engine: 'batched' (all units at once) or 'plain' (the per-unit reference)", ("batched", "plain")),
+    Setting("metric", "iou", _metric, "what SEARCH maximises and MATCH ranks by: " + ", ".join(metrics.METRICS),
+            tuple(metrics.METRICS)),
 ]}
 
 

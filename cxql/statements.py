@@ -13,20 +13,23 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from . import memory
+from . import memory, metrics
 from . import syntax as s
 from .backend import Backend
-from .batched import estimate_bytes
 from .errors import NameResolutionError, QueryError
-from .exact_search import root_bounds, search_exact
+from .exact_search import check_exact, exact_notes, root_bounds
 from .limits import MAX_LENGTH, beam_capacity
 from .result import Result, order_rows
-from .search import SearchResult, beam_search, iou_of, unit_note
+from .search import SearchResult
+from .searcher import Searcher
 from .settings import check_setting
 from .store import ConceptStore
 
 if TYPE_CHECKING:
-    from .engine import Session
+    from .context import StatementContext as Session
+
+#: EVAL over many units polls the cancel token once per this many rows.
+ROWS_PER_CHECK = 4096
 
 
 def formula(session: Session, stmt: s.FormulaStmt) -> Result:
@@ -69,13 +72,30 @@ def evaluate(session: Session, stmt: s.Eval) -> Result:
     mask = backend.formula_mask(plan)
     size = backend.formula_size(mask)
     inters, sizes = unit_intersections(session, mask.cpu().numpy())
-    rows = []
-    for u in units:
-        inter, m = int(inters[u]), int(sizes[u])
-        rows.append({"unit": u, "formula": str(plan.formula), "iou": iou_of(inter, size, m),
-                     "precision": inter / size if size else 0.0, "recall": inter / m if m else 0.0,
-                     "intersection": inter, "formula_size": size, "mask_size": m})
-    return Result(str(stmt), "eval", ["unit", "formula", "iou", "precision", "recall", "mask_size"], rows)
+    n = session.store.n_positions
+    rows: list[dict[str, Any]] = []
+    many = len(units) > ROWS_PER_CHECK
+    if many:
+        session.progress.start(len(units), "EVAL")
+    try:
+        for first in range(0, len(units), ROWS_PER_CHECK):
+            if session.token.cancelled:
+                break
+            for u in units[first:first + ROWS_PER_CHECK]:
+                inter, m = int(inters[u]), int(sizes[u])
+                rows.append({"unit": u, "formula": str(plan.formula), **metrics.values(inter, size, m, n),
+                             "intersection": inter, "formula_size": size, "mask_size": m})
+            if many:
+                session.progress.advance(min(ROWS_PER_CHECK, len(units) - first))
+    finally:
+        if many:
+            session.progress.finish()
+    columns = ["unit", "formula", *metrics.columns(session.metric), "mask_size"]
+    return Result(str(stmt), "eval", columns, rows, _cancel_note(len(rows), len(units)))
+
+
+def _cancel_note(done: int, total: int) -> str | None:
+    return f"cancelled after {done} of {total} units" if done < total else None
 
 
 def _check_formula_memory(session: Session, plan: Any, n_rows: int, what: str) -> None:
@@ -95,38 +115,57 @@ def unit_intersections(session: Session, sig_mask: np.ndarray) -> tuple[np.ndarr
 
 
 def search(session: Session, stmt: s.Search) -> Result:
-    if stmt.exact or stmt.within is not None:
-        result = search_exact(session, stmt, lambda: _active_enough(session, stmt.units))
-        if stmt.accuracy:
-            _add_accuracy(session, result.rows, result.columns)
-        if stmt.order is not None:
-            result.rows = order_rows(result.rows, stmt.order, stmt.descending, result.columns, "SEARCH results")
-        return result
+    """SEARCH: a beam searcher (``SET engine``) or, with EXACT, the exact one; rows in the session's metric."""
     length = stmt.length if stmt.length is not None else session.settings["length"]
-    beam = stmt.beam if stmt.beam is not None else session.settings["beam"]
-    distinct = stmt.distinct or session.settings["distinct"]
+    exact = stmt.exact or stmt.within is not None
+    if exact:
+        check_exact(stmt, length, len(session.store.concepts), session.metric)
     units, notes = _active_enough(session, stmt.units)
     if stmt.accuracy:
         from .text_record import accuracy_columns
 
         accuracy_columns(session, [])  # no classifier: say so before searching, not after
-    engine = session.searcher()
-    beam = checked_search(session, engine, units, length, beam)
-    results = engine(session, units, length=length, beam=beam, distinct=distinct)
-    rows = [search_row(r) for r in results]
-    for row, bound in zip(rows, root_bounds(session, [r.unit for r in results], length)):
-        row["bound"] = bound  # how far any formula of the space could be above this answer
-    columns = ["unit", "formula", "iou", "bound", "precision", "recall", "length", "mask_size"]
+    if exact:
+        results = session.searcher("exact").search(session.search_context(stmt.within), units, length=length)
+    else:
+        beam = stmt.beam if stmt.beam is not None else session.settings["beam"]
+        distinct = stmt.distinct or session.settings["distinct"]
+        engine = session.searcher()
+        beam = checked_search(session, engine, units, length, beam)
+        results = engine.search(session.search_context(), units, length=length, beam=beam, distinct=distinct)
+    rows, columns = search_rows(session, results, length, exact)
     if stmt.accuracy:
         _add_accuracy(session, rows, columns)
+    if exact:
+        notes += exact_notes(results)
     if len(results) < len(units):
-        notes.append(f"cancelled after {len(results)} of {len(units)} units")
+        notes.append(_cancel_note(len(results), len(units)))
     if stmt.order is not None:
         rows = order_rows(rows, stmt.order, stmt.descending, columns, "SEARCH results")
-    return Result(str(stmt), "search", columns, rows, "; ".join(notes) or None)
+    return Result(str(stmt), "search", columns, rows, "; ".join(n for n in notes if n) or None)
 
 
-def checked_search(session: Session, engine: Any, units: list[int], length: int, beam: int) -> int:
+def search_rows(session: Session, results: list[SearchResult], length: int,
+                exact: bool) -> tuple[list[dict[str, Any]], list[str]]:
+    """Rows and columns of SEARCH: every metric, the search metric first, and a bound above every formula
+    of the EXACT space (exact rows: also whether it is proven optimal; beam rows: the root bound)."""
+    metric = session.metric
+    rows = [search_row(r, metric, session.store.n_positions) for r in results]
+    columns = ["unit", "formula", *metrics.columns(metric), "length", "mask_size"]
+    if exact:
+        for row, r in zip(rows, results):
+            row["optimal"], row["bound"] = r.optimal, r.bound
+        columns[3:3] = ["optimal", "bound"]
+        return rows, columns
+    bounds = root_bounds(session.search_context(), [r.unit for r in results], length)
+    if bounds is not None:  # None: no bound for this metric
+        for row, bound in zip(rows, bounds):
+            row["bound"] = bound  # how far any formula of the space could be above this answer
+        columns[3:3] = ["bound"]
+    return rows, columns
+
+
+def checked_search(session: Session, engine: Searcher, units: list[int], length: int, beam: int) -> int:
     """The BEAM to run with, after refusing a LENGTH, BEAM or memory estimate out of bounds.
 
     BEAM is clipped to the most entries a beam can ever hold (which changes
@@ -145,14 +184,9 @@ def checked_search(session: Session, engine: Any, units: list[int], length: int,
     return beam
 
 
-def search_bytes(session: Session, engine: Any, units: list[int], beam: int) -> int:
-    """Estimated peak bytes of a SEARCH (see cxql.memory and cxql.batched for the formulas)."""
-    backend = session.backend
-    nonempty = int((backend.concept_sizes > 0).sum())
-    if engine is search_units:
-        return memory.plain_search_bytes(beam, session.store.n_signatures, backend.n_concepts, nonempty,
-                                         backend.chunk_rows, len(units))
-    return estimate_bytes(session, units, beam) + 400 * beam * len(units)
+def search_bytes(session: Session, engine: Searcher, units: list[int], beam: int) -> int:
+    """Estimated peak bytes of a SEARCH: the searcher's own estimate (see cxql.memory, cxql.batched)."""
+    return engine.estimate_bytes(session.search_context(), units, beam)
 
 
 def _add_accuracy(session: Session, rows: list[dict[str, Any]], columns: list[str]) -> None:
@@ -179,38 +213,16 @@ def _active_enough(session: Session, selection: s.Units) -> tuple[list[int], lis
                   f"pairs (SET min_active = 0 to search them)"]
 
 
-def search_row(r: SearchResult) -> dict[str, Any]:
-    """A SEARCH result as a plain row (the by_length list feeds IoU-by-length plots)."""
+def search_row(r: SearchResult, metric: metrics.Metric = metrics.IOU, n: int = 0) -> dict[str, Any]:
+    """A SEARCH result as a plain row: every metric of the best formula, and the best per length
+    (``by_length``, scored by the search metric, for score-by-length plots)."""
     best = r.best
     inter, size = (best.inter, best.size) if best else (0, 0)
-    return {"unit": r.unit, "formula": str(best.formula) if best else "NONE", "iou": best.iou if best else 0.0,
-            "precision": inter / size if size else 0.0, "recall": inter / r.mask_size if r.mask_size else 0.0,
+    return {"unit": r.unit, "formula": str(best.formula) if best else "NONE",
+            **metrics.values(inter, size, r.mask_size, n),
             "length": best.length if best else 0, "mask_size": r.mask_size,
-            "by_length": [{"length": n, "formula": str(v.formula), "iou": v.iou}
-                          for n, v in sorted(r.by_length.items())]}
-
-
-def search_units(session: Session, units: list[int], *, length: int, beam: int,
-                  distinct: bool) -> list[SearchResult]:
-    """Reference path: one beam search per unit.
-
-    A cancel (``session.cancel()``) stops within the current unit's steps and
-    drops that unit: SEARCH returns only complete searches, like the batched
-    engine.
-    """
-    out = []
-    session.progress.start(len(units), "SEARCH")
-    try:
-        for u in units:
-            r = beam_search(session.backend, session.resolver, session.unit_hist(u), u,
-                            length=length, beam=beam, distinct=distinct, cancelled=lambda: session._cancel)
-            if session._cancel:
-                break
-            out.append(r)
-            session.progress.advance(1, unit_note(r))
-    finally:
-        session.progress.finish()
-    return out
+            "by_length": [{"length": k, "formula": str(v.formula), metric.name: v.score}
+                          for k, v in sorted(r.by_length.items())]}
 
 
 def match(session: Session, stmt: s.Match) -> Result:
@@ -223,20 +235,19 @@ def match(session: Session, stmt: s.Match) -> Result:
     mask = backend.formula_mask(plan)
     size = backend.formula_size(mask)
     inters, sizes = unit_intersections(session, mask.cpu().numpy())
-    ious = [iou_of(int(i), size, int(m)) for i, m in zip(inters, sizes)]
-    order = sorted(range(len(ious)), key=lambda u: (-ious[u], u))[:top]
-    rows = [{"unit": u, "formula": str(plan.formula), "iou": ious[u],
-             "precision": int(inters[u]) / size if size else 0.0,
-             "recall": int(inters[u]) / int(sizes[u]) if sizes[u] else 0.0, "mask_size": int(sizes[u])}
-            for u in order]
-    return Result(str(stmt), "match", ["unit", "iou", "precision", "recall", "mask_size"], rows,
-                  f"{plan.formula}: best {len(rows)} of {len(ious)} units")
+    metric, n = session.metric, session.store.n_positions
+    scores = [float(metric(int(i), size, int(m), n)) for i, m in zip(inters, sizes)]
+    order = sorted(range(len(scores)), key=lambda u: (-scores[u], u))[:top]
+    rows = [{"unit": u, "formula": str(plan.formula), **metrics.values(int(inters[u]), size, int(sizes[u]), n),
+             "mask_size": int(sizes[u])} for u in order]
+    return Result(str(stmt), "match", ["unit", *metrics.columns(metric), "mask_size"], rows,
+                  f"{plan.formula}: best {len(rows)} of {len(scores)} units by {metric.label}")
 
 
 def let(session: Session, stmt: s.Let) -> Result:
     canonical = session.compiler.canonical(stmt.formula)
     session.lets[stmt.name] = canonical
-    session.compiler._cache.clear()
+    session.forget_plans()
     return Result(str(stmt), "let", ["name", "formula"], [{"name": stmt.name, "formula": str(canonical)}],
                   f"{stmt.name} = {canonical}")
 

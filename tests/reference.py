@@ -19,6 +19,29 @@ def iou(formula_mask: np.ndarray, unit_mask: np.ndarray) -> float:
     return inter / union if union else 0.0
 
 
+def precision(formula_mask: np.ndarray, unit_mask: np.ndarray) -> float:
+    inter = int(np.count_nonzero(formula_mask & unit_mask))
+    size = int(np.count_nonzero(formula_mask))
+    return inter / size if size else 0.0
+
+
+def recall(formula_mask: np.ndarray, unit_mask: np.ndarray) -> float:
+    inter = int(np.count_nonzero(formula_mask & unit_mask))
+    size = int(np.count_nonzero(unit_mask))
+    return inter / size if size else 0.0
+
+
+def f1(formula_mask: np.ndarray, unit_mask: np.ndarray) -> float:
+    """Dice: the harmonic mean of precision and recall, 2 |M&F| / (|M| + |F|)."""
+    inter = int(np.count_nonzero(formula_mask & unit_mask))
+    total = int(np.count_nonzero(formula_mask)) + int(np.count_nonzero(unit_mask))
+    return 2 * inter / total if total else 0.0
+
+
+#: SPEC's count metrics by the names ``SET metric`` takes.
+METRICS = {"iou": iou, "precision": precision, "recall": recall, "f1": f1}
+
+
 def display_names(names: list[str], categories: list[str] | None = None) -> list[str]:
     """Bare names where unique, ``category:name`` otherwise (as cxql prints them)."""
     categories = categories or [""] * len(names)
@@ -38,10 +61,10 @@ class RefResult:
 
 
 def search(concepts: np.ndarray, names: list[str], unit: np.ndarray, length: int = 3, beam: int = 5,
-           distinct: bool = False) -> RefResult:
-    """compexp's beam search, exactly as SPEC section 3 words it."""
+           distinct: bool = False, metric=iou) -> RefResult:
+    """compexp's beam search, exactly as SPEC section 3 words it, maximising ``metric`` (IoU by default)."""
     k_all = concepts.shape[1]
-    single = [iou(concepts[:, k], unit) for k in range(k_all)]
+    single = [metric(concepts[:, k], unit) for k in range(k_all)]
     order = sorted(range(k_all), key=lambda k: -single[k])  # stable: store order on ties
     entries = [(names[k], concepts[:, k], single[k], 1) for k in order if single[k] > 0][:beam]
     if not entries:
@@ -56,7 +79,7 @@ def search(concepts: np.ndarray, names: list[str], unit: np.ndarray, length: int
                 for cand_text, cand in ((f"({text} OR {names[k]})", mask | c),
                                         (f"({text} AND {names[k]})", mask & c),
                                         (f"({text} AND NOT {names[k]})", mask & ~c)):
-                    new.append((cand_text, cand, iou(cand, unit), n + 1))
+                    new.append((cand_text, cand, metric(cand, unit), n + 1))
         for cand_text, _m, score, n in new:
             if n not in best or score > best[n][1]:
                 best[n] = (cand_text, score)

@@ -34,7 +34,7 @@ def awkward_store(seed: int, n: int = 517, k: int = 13, u: int = 9):
 def plain(store, units: list[int], length: int, beam: int, distinct: bool) -> list[SearchResult]:
     session = cxql.connect(store)
     session.settings["engine"] = "plain"
-    return session.searcher()(session, units, length=length, beam=beam, distinct=distinct)
+    return session.searcher().search(session.search_context(), units, length=length, beam=beam, distinct=distinct)
 
 
 def batched(store, units: list[int], length: int, beam: int, distinct: bool, *, device: str = "cpu",
@@ -60,9 +60,9 @@ def test_batched_equals_plain_and_reference(device, seed, length, beam, distinct
     assert got == plain(store, everyone, length, beam, distinct)     # formulas, counts, IoUs, beams, by_length
     for r in got:
         want = ref.search(concepts, names, units[:, r.unit], length, beam, distinct)
-        assert (str(r.best.formula) if r.best else "NONE", r.best.iou if r.best else 0.0) == (want.formula, want.iou)
-        assert {n: (str(v.formula), v.iou) for n, v in r.by_length.items()} == want.by_length
-        assert [(str(e.formula), e.iou) for e in r.beam] == want.beam
+        assert (str(r.best.formula) if r.best else "NONE", r.best.score if r.best else 0.0) == (want.formula, want.iou)
+        assert {n: (str(v.formula), v.score) for n, v in r.by_length.items()} == want.by_length
+        assert [(str(e.formula), e.score) for e in r.beam] == want.beam
 
 
 @pytest.mark.parametrize("unit_chunk, chunk_bytes, exact_limit", [(1, 256, 1), (3, 100_000, 1 << 24), (64, 512, 7)])

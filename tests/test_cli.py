@@ -169,7 +169,7 @@ def test_ctrl_c_keeps_what_finished(capsys, store_path, monkeypatch) -> None:
             if self.units == 2:
                 _thread.interrupt_main()  # what Ctrl-C does
                 deadline = time.monotonic() + 5
-                while not sessions[0]._cancel and time.monotonic() < deadline:
+                while not sessions[0].token.cancelled and time.monotonic() < deadline:
                     time.sleep(0.01)  # until the main thread has asked the SEARCH to stop
 
     monkeypatch.setattr(cli, "RichProgress", InterruptAfterTwoUnits)

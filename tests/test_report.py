@@ -34,6 +34,22 @@ def test_reports_agree_with_search_and_rank_images_by_max_activation(recorded):
         assert [v for _, v in r.top] == pytest.approx(sorted(maxima, reverse=True)[:4])
 
 
+def test_reports_carry_and_show_the_search_metric(recorded):
+    from cxql.report import html_page
+
+    session = cxql.connect(recorded)
+    session.execute("SET metric = 'f1'")
+    reports = unit_reports(session, "2", "0..5", length=2, beam=3, top=2)
+    again = cxql.connect(recorded)
+    again.execute("SET metric = 'f1'")
+    rows = again.execute("SEARCH unit 0..5 LENGTH 2 BEAM 3").rows
+    assert [(r.formula, r.metric, r.score) for r in reports] == [(r["formula"], "f1", r["f1"]) for r in rows]
+    page = html_page("store", "2", reports, "2", None)
+    best = max(reports, key=lambda r: (r.score, -r.unit))
+    assert page.index(f'id="unit{best.unit}"') < min(page.index(f'id="unit{r.unit}"') for r in reports if r is not best)
+    assert f"F1 {best.score:.4f} &middot; IoU {best.iou:.4f}" in page
+
+
 def test_image_masks_are_the_unit_and_formula_masks_of_that_image(recorded):
     session = cxql.connect(recorded)
     layer = recorded.layers["2"]

@@ -117,14 +117,18 @@ def test_unknown_concept_shows_a_hint_and_goes_on(session):
 
 
 def test_ctrl_c_during_search_returns_to_the_prompt(session):
-    search = session.searcher()
+    searcher = session.searcher()
 
-    def interrupted(sess, units, **options):
-        _thread.interrupt_main()  # what Ctrl-C does to the main thread while a statement runs
-        time.sleep(0.3)
-        return search(sess, units, **options)
+    class Interrupted:
+        def estimate_bytes(self, ctx, units, beam):
+            return searcher.estimate_bytes(ctx, units, beam)
 
-    session.searcher = lambda: interrupted
+        def search(self, ctx, units, **options):
+            _thread.interrupt_main()  # what Ctrl-C does to the main thread while a statement runs
+            time.sleep(0.3)
+            return searcher.search(ctx, units, **options)
+
+    session.searcher = lambda name=None: Interrupted()
     out = drive(session, "SEARCH unit *", ENTER, "SHOW lets", ENTER, "LET w = water", ENTER)
     assert "cancelled after 0 of 4 units" in out
     assert "cancelled; the session goes on" in out
@@ -133,10 +137,14 @@ def test_ctrl_c_during_search_returns_to_the_prompt(session):
 
 
 def test_a_bug_is_reported_and_the_shell_goes_on(session):
-    def broken(*_args, **_options):
-        raise RuntimeError("boom")
+    class Broken:
+        def estimate_bytes(self, ctx, units, beam):
+            return 0
 
-    session.searcher = lambda: broken
+        def search(self, *_args, **_options):
+            raise RuntimeError("boom")
+
+    session.searcher = lambda name=None: Broken()
     out = drive(session, "SEARCH unit 0", ENTER, "SHOW categories", ENTER)
     assert "internal error: RuntimeError: boom" in out and "texture" in out
 

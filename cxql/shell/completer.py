@@ -36,7 +36,7 @@ from .statements import ParseState, in_comment, open_quote, parse_state
 #: The word being typed: the grammar's IDENT, possibly qualified (``color:bl``, ``color:``).
 _WORD = re.compile(f"(?:(?:{token_pattern('IDENT')})(?::(?:{token_pattern('IDENT')})?)*)?\\Z")
 #: What ``ORDER BY`` may name, by statement (the tests check them against real results).
-ORDER_COLUMNS = {"SEARCH": ("iou", "unit", "precision", "recall", "length", "mask_size", "formula"),
+ORDER_COLUMNS = {"SEARCH": ("iou", "unit", "precision", "recall", "f1", "length", "mask_size", "formula"),
                  "SHOW": ("count", "name", "category", "fraction", "samples")}
 #: How many unit numbers to list for a prefix.
 MAX_UNITS = 40

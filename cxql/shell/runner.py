@@ -3,11 +3,12 @@
 Ctrl-C reaches Python as KeyboardInterrupt in the main thread, wherever it
 happens to be: in the middle of a torch kernel it would leave the session
 half-updated. So the statements run in a worker thread while the main thread
-only waits. On Ctrl-C the waiter calls :meth:`Session.cancel`, which beam
-search checks between steps and between units, and lets no further
-statement of the buffer start; the worker then returns what it has (a
-cancelled SEARCH reports the units it finished) and the shell goes on with
-the same session, LETs and settings.
+only waits. The buffer's statements run under one cancel token
+(:mod:`cxql.cancel`); on Ctrl-C the waiter cancels it once: the running
+statement stops at its next check (search steps and units, EVAL rows,
+re-thresholding) and no further statement of the buffer starts. The worker
+then returns what it has (a cancelled SEARCH reports the units it finished)
+and the shell goes on with the same session, LETs and settings.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+from ..cancel import CancelToken
 from ..engine import Result, Session
 
 #: How often the waiting thread wakes up (seconds).
@@ -41,26 +43,23 @@ def run_statements(session: Session, text: str, on_cancel: Callable[[], None] = 
     front end can write it before the next statement runs (``cxql -c``).
     """
     outcome = Outcome()
-    stop = threading.Event()
+    stop = CancelToken()
     finished = threading.Event()
 
     def work() -> None:
         try:
-            for result in session.stream(text):
+            for result in session.stream(text, stop):
                 outcome.results.append(result)
                 on_result(result)
-                if stop.is_set():
-                    break
         except BaseException as exc:  # noqa: BLE001 - handed to the main thread to report
             outcome.error = exc
         finally:
             finished.set()
 
     def interrupted() -> None:
-        if not stop.is_set():
+        if not stop.cancelled:
             on_cancel()
-        stop.set()
-        session.cancel()
+        stop.cancel()
 
     started = time.perf_counter()
     worker = threading.Thread(target=work, name="cxql-statement", daemon=True)
@@ -75,11 +74,9 @@ def run_statements(session: Session, text: str, on_cancel: Callable[[], None] = 
     while not finished.is_set():
         try:
             finished.wait(POLL)
-            if stop.is_set():
-                session.cancel()  # again: a statement that started meanwhile clears the flag
         except KeyboardInterrupt:
             interrupted()
-    outcome.cancelled = stop.is_set()
+    outcome.cancelled = stop.cancelled
     outcome.seconds = time.perf_counter() - started
     return outcome
 
