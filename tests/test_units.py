@@ -208,6 +208,26 @@ def test_float32_thresholds_compare_like_the_float64_ones() -> None:
     np.testing.assert_array_equal(x[None, :] > t32[:, None], x[None, :].astype(np.float64) > t[:, None])
 
 
+@pytest.mark.filterwarnings("error")
+@pytest.mark.parametrize("t", [-1e308, -3.5e38, 3.5e38, 1e308])
+def test_thresholds_beyond_float32_compare_exactly_without_warnings(t) -> None:
+    from cxql.store.units import float32_thresholds
+
+    x = np.array([-np.inf, -3.4e38, -1.0, 0.0, 3.4e38, np.inf], dtype=np.float32)
+    t32 = float32_thresholds(np.array([t]))
+    np.testing.assert_array_equal(x > t32[0], x.astype(np.float64) > t)
+
+
+@pytest.mark.filterwarnings("error")
+def test_set_threshold_far_below_every_activation_activates_everything_quietly() -> None:
+    from cxql.resources import demo_store_path
+
+    session = cxql.connect(demo_store_path())
+    session.execute("SET layer = 'fc'")
+    rows = {t: session.execute(f"SET threshold = {t}; EVAL ink ON unit 3").rows for t in ("-1e308", "-1e30")}
+    assert rows["-1e308"] == rows["-1e30"] and rows["-1e308"][0]["precision"] == 1.0  # the unit covers every position
+
+
 def test_big_layers_are_processed_in_bounded_blocks() -> None:
     from cxql.store.units import active_positions, masks_from_pairs
 

@@ -199,7 +199,8 @@ def float32_thresholds(thresholds: np.ndarray) -> np.ndarray:
     can be compared in float32, at half the memory, with the same result.
     """
     t = np.asarray(thresholds, dtype=np.float64)
-    t32 = t.astype(np.float32)
+    with np.errstate(over="ignore"):  # beyond float32's range a threshold becomes -inf or inf: still exact
+        t32 = t.astype(np.float32)
     above = t32.astype(np.float64) > t
     t32[above] = np.nextafter(t32[above], np.float32(-np.inf))
     return t32
