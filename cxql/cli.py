@@ -115,7 +115,7 @@ def _units_parsers(sub: argparse._SubParsersAction) -> None:
     add.add_argument("store")
     add.add_argument("layer")
     add.add_argument("activations")
-    add.add_argument("--threshold", help="absolute value, or quantile:LEVEL (default: the store kind's)")
+    add.add_argument("--threshold", help="absolute value (0.5 or value:0.5), or quantile:LEVEL (default: the store kind's)")
     add.add_argument("--no-keep", action="store_true", help="do not keep raw activations (SET threshold off)")
     add.add_argument("--replace", action="store_true", help="replace the layer if the store has one of that name")
     add.set_defaults(func=_units_add)

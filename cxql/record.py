@@ -280,7 +280,7 @@ def _register() -> None:
         p.add_argument("--name", help="the layer's name in the store (default: LAYER)")
         p.add_argument("--batch-size", type=int, default=32)
         p.add_argument("--device", help="torch device (default: cuda when available)")
-        p.add_argument("--threshold", help="absolute value, or quantile:LEVEL (default quantile:0.995)")
+        p.add_argument("--threshold", help="absolute value (0.5 or value:0.5), or quantile:LEVEL (default quantile:0.995)")
         p.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"),
                        help="resize images to H W (default: the store's recorded image size)")
         p.add_argument("--save", metavar="ACTS.npy", help="also keep the raw activations in this file")

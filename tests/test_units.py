@@ -49,6 +49,30 @@ def test_absolute_and_quantile_thresholds() -> None:
     assert abs(len(q.unit_positions(1)) / (10 * 64) - 0.1) < 0.01
 
 
+@pytest.mark.parametrize("spec", [0.5, "0.5", "value:0.5", "VALUE: 0.5", "v:0.5"])
+def test_a_value_threshold_is_the_bare_number(spec) -> None:
+    assert Threshold.parse(spec, Threshold("quantile", 0.9)) == Threshold("absolute", 0.5)
+    store = store_with_images(10)
+    acts = np.random.default_rng(2).normal(size=(10, 3, 8, 8)).astype(np.float32)
+    np.testing.assert_array_equal(store.add_units("a", acts, threshold=spec).mask_sizes,
+                                  store.add_units("b", acts, threshold=0.5).mask_sizes)
+
+
+@pytest.mark.parametrize("spec", ["value:", "value:x", "value:quantile:0.5", "value:inf"])
+def test_a_malformed_value_threshold_is_refused(spec) -> None:
+    with pytest.raises(DataError, match="threshold"):
+        Threshold.parse(spec, Threshold("quantile", 0.9))
+
+
+def test_set_threshold_takes_a_quoted_value_like_the_number() -> None:
+    from cxql.resources import demo_store_path
+
+    session = cxql.connect(demo_store_path())
+    session.execute("SET layer = 'fc'")
+    quoted = session.execute("SET threshold = 'value:0.5'; SEARCH unit 0, 3 LENGTH 2").rows
+    assert quoted == session.execute("SET threshold = 0.5; SEARCH unit 0, 3 LENGTH 2").rows
+
+
 def test_non_spatial_activations_cover_their_whole_sample() -> None:
     store = store_with_images(6, shape=(2, 2))
     acts = np.array([[1.0], [0.0], [2.0], [0.0], [0.0], [3.0]], dtype=np.float32)

@@ -41,7 +41,7 @@ class Threshold:
 
     @classmethod
     def parse(cls, spec: "float | int | str | Threshold | None", default: "Threshold") -> "Threshold":
-        """Read a user's threshold: a number is absolute, ``quantile:0.99`` a quantile level."""
+        """Read a user's threshold: a number or ``value:0.5`` is absolute, ``quantile:0.99`` a quantile level."""
         if spec is None:
             return default
         if isinstance(spec, Threshold):
@@ -55,6 +55,10 @@ class Threshold:
                 if not 0.0 < level < 1.0:
                     raise DataError(f"threshold {spec!r}: quantile level must be between 0 and 1, got {level}")
                 return cls("quantile", level)
+        for prefix in ("value:", "v:"):
+            if text.startswith(prefix):
+                text = text[len(prefix):]
+                break
         return cls("absolute", _finite(_number(text, spec), spec))
 
     def to_json(self) -> dict:
@@ -72,7 +76,7 @@ def _number(text: str, spec: object) -> float:
     try:
         return float(text)
     except ValueError:
-        raise DataError(f"threshold must be a number or 'quantile:LEVEL', got {spec!r}") from None
+        raise DataError(f"threshold must be a number, 'value:V' or 'quantile:LEVEL', got {spec!r}") from None
 
 
 def _finite(value: float, spec: object) -> float:
