@@ -25,7 +25,7 @@ from typing import Any, Callable, Sequence
 from .engine import Session, connect
 from .errors import CxqlError, DataError, UsageError
 from .render import FORMATS, ResultWriter, render
-from .resources import demo_store_path
+from .resources import locate_store
 from .store import ConceptStore, Threshold
 from .store.activation_files import load_activations
 from .store.units import check_activations
@@ -88,7 +88,7 @@ def _query_parser() -> argparse.ArgumentParser:
         epilog="subcommands: " + ", ".join(["store", "units", *[n for n in SUBCOMMANDS if n not in ("store", "units")]])
         + " (cxql SUBCOMMAND --help)")
     p.add_argument("--version", action="version", version=f"cxql {__version__}")
-    p.add_argument("-s", "--store", help="concept store directory (default: the bundled demo store)")
+    p.add_argument("-s", "--store", help="concept store directory, or demo: the bundled demo store (the default)")
     p.add_argument("-c", "--command", action="append", metavar="QUERY",
                    help="run QUERY and print its results (repeatable)")
     p.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
@@ -132,7 +132,7 @@ def _store_parsers(sub: argparse._SubParsersAction) -> None:
     store = sub.add_parser("store", help="build and inspect concept stores")
     ssub = store.add_subparsers(dest="action", required=True)
     info = ssub.add_parser("info", help="what a store holds")
-    info.add_argument("store")
+    info.add_argument("store", help="store directory, or demo: the bundled demo store")
     info.add_argument("--format", choices=FORMATS, default="table")
     info.set_defaults(func=_store_info)
     from .store.check import add_parser as add_check
@@ -148,7 +148,7 @@ STORE_BUILDERS: dict[str, Callable[[argparse._SubParsersAction], None]] = {}
 
 
 def _units_add(args: argparse.Namespace) -> int:
-    store = ConceptStore.open(args.store)
+    store = ConceptStore.open(locate_store(args.store, writes=True))
     check_new_layer(store.layers, args.layer, args.replace)
     # "0.5" is absolute, "quantile:0.99" a level; checked before a big file is read
     threshold = Threshold.parse(args.threshold, store.default_threshold())
@@ -170,7 +170,7 @@ def _units_add(args: argparse.Namespace) -> int:
 
 
 def _store_info(args: argparse.Namespace) -> int:
-    session = connect(args.store)
+    session = connect(locate_store(args.store))
     render([session.execute("SHOW store")], args.format, sys.stdout)
     return 0
 
@@ -184,12 +184,14 @@ def warn(message: str) -> None:
 
 
 def open_session(store: str | None, device: str | None = None) -> Session:
-    path = Path(store) if store else demo_store_path()
-    if store and not path.exists():
-        raise UsageError(f"no store at {store}")
-    session = connect(path)
-    if device:
-        session.execute(f"SET device = '{device}'")
+    session = connect(locate_store(store))
+    if device:  # checked as SET device is, but told as the option the user typed
+        from .settings import check_setting
+
+        try:
+            session.settings["device"] = check_setting("device", device)
+        except CxqlError as exc:
+            raise UsageError(f"--device {device}: {exc.message}") from None
     return session
 
 

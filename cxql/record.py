@@ -294,7 +294,9 @@ def _register() -> None:
 def _cli_record(args: argparse.Namespace) -> int:
     from .cli import RichProgress, warn
 
-    store = ConceptStore.open(args.store)
+    from .resources import locate_store
+
+    store = ConceptStore.open(locate_store(args.store, writes=True))
     model = load_factory(args.model)
     bar = RichProgress()
     bar.start(store.n_samples, f"recording {args.layer}")

@@ -255,7 +255,7 @@ def _register() -> None:
     def add(sub: argparse._SubParsersAction) -> None:
         p = sub.add_parser("report", help="HTML page and PNGs of a layer's units (best formula, top images)",
                            description=__doc__.split("\n\n")[0])
-        p.add_argument("store")
+        p.add_argument("store", help="store directory, or demo: the bundled demo store")
         p.add_argument("layer")
         p.add_argument("--out", required=True, help="directory for LAYER.html, LAYER/unit_NNNN.png, LAYER.json")
         p.add_argument("--units", default="*", help="units as in the language: *, 0..63, '1, 5, 9' (default *)")

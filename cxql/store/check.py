@@ -98,12 +98,14 @@ def add_parser(actions: argparse._SubParsersAction) -> None:
     """``cxql store check STORE`` (added by cli.py to ``cxql store``)."""
     p = actions.add_parser("check", help="verify every array of a store (checksums and counts)",
                            description=__doc__.split("\n\n")[0])
-    p.add_argument("store")
+    p.add_argument("store", help="store directory, or demo: the bundled demo store")
     p.set_defaults(func=_command)
 
 
 def _command(args: argparse.Namespace) -> int:
-    faults, notes = check_store(args.store)
+    from ..resources import locate_store
+
+    faults, notes = check_store(locate_store(args.store))
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
     if faults:
