@@ -23,10 +23,9 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from .engine import Session, connect
+from .engine import Session, open_session
 from .errors import CxqlError, UsageError
 from .render import FORMATS, ResultWriter
-from .resources import demo_store_path
 from .store.validate_input import describe_os_error
 from .subcommands import REGISTRY, Command, Tools
 from .version import __version__
@@ -75,7 +74,7 @@ def _query_parser() -> argparse.ArgumentParser:
         epilog="subcommands: " + ", ".join(REGISTRY.top_level())
         + " (cxql SUBCOMMAND --help)")
     p.add_argument("--version", action="version", version=f"cxql {__version__}")
-    p.add_argument("-s", "--store", help="concept store directory (default: the bundled demo store)")
+    p.add_argument("-s", "--store", help="concept store directory, or demo: the bundled demo store (the default)")
     p.add_argument("-c", "--command", action="append", metavar="QUERY",
                    help="run QUERY and print its results (repeatable)")
     p.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
@@ -100,16 +99,6 @@ def warn(message: str) -> None:
 
 
 # ---------------------------------------------------------------- main
-
-
-def open_session(store: str | None, device: str | None = None) -> Session:
-    path = Path(store) if store else demo_store_path()
-    if store and not path.exists():
-        raise UsageError(f"no store at {store}")
-    session = connect(path)
-    if device:
-        session.execute(f"SET device = '{device}'")
-    return session
 
 
 def run_queries(args: argparse.Namespace) -> int:

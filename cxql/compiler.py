@@ -86,6 +86,10 @@ class Resolver:
         hint = did_you_mean(name, list(self._qualified) + list(self._bare))
         raise NameResolutionError(f"unknown concept {name!r}", hint=hint, needle=name)
 
+    def names_a_concept(self, name: str) -> bool:
+        """Whether ``name`` as typed would resolve to a concept (or to several: ambiguous)."""
+        return name in self._qualified or bool(self._bare.get(name) or self._folded.get(name.lower()))
+
     def display_name(self, index: int) -> str:
         """The shortest name that resolves back to ``index``: bare when unique."""
         c = self.concepts[index]

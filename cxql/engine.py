@@ -25,7 +25,7 @@ from . import searcher as searchers
 from . import syntax as s
 from .cancel import Cancelled, CancelToken
 from .compiler import Compiler, Plan, Resolver
-from .errors import CxqlError, NameResolutionError, QueryError
+from .errors import CxqlError, NameResolutionError, QueryError, UsageError
 from .parser import parse_with_spans
 from .result import Progress, Quiet, Result
 from .settings import defaults
@@ -44,6 +44,24 @@ def connect(store: "str | Path | ConceptStore") -> "Session":
     if not isinstance(store, ConceptStore):
         store = ConceptStore.open(store)
     return Session(store)
+
+
+def open_session(store: "str | None", device: "str | None" = None) -> "Session":
+    """A session on a STORE argument as the command line gives it (a path, ``demo`` or None), on ``--device``.
+
+    A missing store or an unusable device is a usage error naming the option
+    the user typed, never a caret into a SET statement they did not write.
+    """
+    from .resources import locate_store
+    from .settings import check_setting
+
+    session = connect(locate_store(store))
+    if device:
+        try:
+            session.settings["device"] = check_setting("device", device)
+        except CxqlError as exc:
+            raise UsageError(f"--device {device}: {exc.message}") from None
+    return session
 
 
 class Session:

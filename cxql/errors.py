@@ -122,12 +122,30 @@ def _word_char(ch: str) -> bool:
     return ch.isalnum() or ch in "_'"
 
 
+#: The most characters of a query line an error shows; a longer line is cut to a window around the fault.
+EXCERPT_WIDTH = 100
+#: How much of the line before the fault the window keeps, when the line goes on long enough after it.
+_BEFORE = 30
+
+
 def caret(text: str, span: Span) -> str:
-    """The offending line with a caret (or carets) under the span."""
+    """The offending line with a caret (or carets) under the span.
+
+    A long line (a generated query, a pasted list) is cut to ``EXCERPT_WIDTH``
+    characters around the fault, with ``…`` where text was left out, so that
+    an error stays a few lines however long the query is.
+    """
     lines = text.splitlines() or [""]
     line = lines[min(span.line, len(lines)) - 1]
-    width = max(1, min(span.end - span.start, len(line) - span.column + 1))
-    return f"  {line}\n  {' ' * (span.column - 1)}{'^' * width}"
+    at = min(span.column - 1, len(line))
+    width = max(1, min(span.end - span.start, len(line) - at))
+    start, end = 0, len(line)
+    if len(line) > EXCERPT_WIDTH:
+        start = max(0, min(at - _BEFORE, len(line) - EXCERPT_WIDTH))
+        end = start + EXCERPT_WIDTH
+    head, tail = ("…" if start > 0 else ""), ("…" if end < len(line) else "")
+    width = max(1, min(width, end - at))
+    return f"  {head}{line[start:end]}{tail}\n  {' ' * (len(head) + at - start)}{'^' * width}"
 
 
 def did_you_mean(word: str, choices: Iterable[str], n: int = 3) -> str | None:

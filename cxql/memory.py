@@ -141,7 +141,9 @@ def rethreshold_bytes(activations: Any, thresholds: Any, n_positions: int, block
     rows = np.unique(np.linspace(0, n - 1, min(n, probe)).astype(np.int64))
     sample = np.asarray(activations[rows], dtype=np.float32)
     shape = (1, -1) + (1,) * (sample.ndim - 2)
-    fraction = (sample > np.asarray(thresholds, dtype=np.float32).reshape(shape)).mean(axis=(0,) + tuple(range(2, sample.ndim)))
+    with np.errstate(over="ignore"):  # a threshold beyond float32's range becomes -inf or inf: still a fair sample
+        limits = np.asarray(thresholds, dtype=np.float32).reshape(shape)
+    fraction = (sample > limits).mean(axis=(0,) + tuple(range(2, sample.ndim)))
     active = float(fraction.sum()) * n_positions
     raw = 8 * int(np.prod(activations.shape, dtype=np.int64))
     return int(32 * active + 3 * min(block_bytes, raw))

@@ -37,6 +37,7 @@ import numpy as np
 
 from .errors import DataError, UsageError, did_you_mean
 from .progress import counter, stoppable
+from .resources import locate_store
 from .store import ConceptStore, Layer
 from .store import units as un
 from .store.validate_input import check_new_layer
@@ -280,7 +281,7 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", help="the layer's name in the store (default: LAYER)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", help="torch device (default: cuda when available)")
-    p.add_argument("--threshold", help="absolute value, or quantile:LEVEL (default quantile:0.995)")
+    p.add_argument("--threshold", help="absolute value (0.5 or value:0.5), or quantile:LEVEL (default quantile:0.995)")
     p.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"),
                    help="resize images to H W (default: the store's recorded image size)")
     p.add_argument("--save", metavar="ACTS.npy", help="also keep the raw activations in this file")
@@ -289,7 +290,7 @@ def _arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _command(args: argparse.Namespace, tools: Tools) -> int:
-    store = ConceptStore.open(args.store)
+    store = ConceptStore.open(locate_store(args.store, writes=True))
     model = load_factory(args.model)
     bar = tools.progress()
     bar.start(store.n_samples, f"recording {args.layer}")

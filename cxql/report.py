@@ -28,8 +28,8 @@ from typing import Callable
 
 import numpy as np
 
-from .engine import Session, connect
-from .errors import DataError, UsageError
+from .engine import Session, connect, open_session
+from .errors import DataError
 from .metrics import METRICS
 from .parser import parse_formula
 from .progress import counter
@@ -261,7 +261,7 @@ def draw_report(session: Session, layer: str, reports: list[UnitReport], out: st
 
 
 def _arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("store")
+    p.add_argument("store", help="store directory, or demo: the bundled demo store")
     p.add_argument("layer")
     p.add_argument("--out", required=True, help="directory for LAYER.html, LAYER/unit_NNNN.png, LAYER.json")
     p.add_argument("--units", default="*", help="units as in the language: *, 0..63, '1, 5, 9' (default *)")
@@ -274,11 +274,7 @@ def _arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _command(args: argparse.Namespace, tools: Tools) -> int:
-    if not Path(args.store).exists():
-        raise UsageError(f"no store at {args.store}")
-    session = connect(args.store)
-    if args.device:
-        session.execute(f"SET device = '{args.device}'")
+    session = open_session(args.store, args.device)
     if args.layer not in session.store.layers:
         raise DataError(f"no layer {args.layer!r} in {args.store}; layers: {', '.join(session.store.layers) or 'none'}")
     session.progress = tools.progress()

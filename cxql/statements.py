@@ -245,6 +245,10 @@ def match(session: Session, stmt: s.Match) -> Result:
 
 
 def let(session: Session, stmt: s.Let) -> Result:
+    # a LET name is looked up before concepts: one that is also a concept would change what it means
+    if session.resolver.names_a_concept(stmt.name):
+        raise QueryError(f"{stmt.name} is a concept; choose another LET name", needle=stmt.name,
+                         hint=f"e.g. LET my_{stmt.name} = ...")
     canonical = session.compiler.canonical(stmt.formula)
     session.lets[stmt.name] = canonical
     session.forget_plans()

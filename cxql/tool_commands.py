@@ -13,6 +13,7 @@ from .engine import connect
 from .errors import DataError
 from .progress import counter
 from .render import FORMATS, render
+from .resources import locate_store
 from .store import ConceptStore, Threshold
 from .store.activation_files import load_activations
 from .store.units import check_activations
@@ -24,13 +25,13 @@ def _units_add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("store")
     p.add_argument("layer")
     p.add_argument("activations")
-    p.add_argument("--threshold", help="absolute value, or quantile:LEVEL (default: the store kind's)")
+    p.add_argument("--threshold", help="absolute value (0.5 or value:0.5), or quantile:LEVEL (default: the store kind's)")
     p.add_argument("--no-keep", action="store_true", help="do not keep raw activations (SET threshold off)")
     p.add_argument("--replace", action="store_true", help="replace the layer if the store has one of that name")
 
 
 def units_add(args: argparse.Namespace, tools: Tools) -> int:
-    store = ConceptStore.open(args.store)
+    store = ConceptStore.open(locate_store(args.store, writes=True))
     check_new_layer(store.layers, args.layer, args.replace)
     # "0.5" is absolute, "quantile:0.99" a level; checked before a big file is read
     threshold = Threshold.parse(args.threshold, store.default_threshold())
@@ -51,12 +52,12 @@ def units_add(args: argparse.Namespace, tools: Tools) -> int:
 
 
 def _store_info_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("store")
+    p.add_argument("store", help="store directory, or demo: the bundled demo store")
     p.add_argument("--format", choices=FORMATS, default="table")
 
 
 def store_info(args: argparse.Namespace, tools: Tools) -> int:
-    session = connect(args.store)
+    session = connect(locate_store(args.store))
     render([session.execute("SHOW store")], args.format, sys.stdout)
     return 0
 

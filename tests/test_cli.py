@@ -96,6 +96,18 @@ def test_script_errors_name_the_file(capsys, store_path, tmp_path) -> None:
     assert code == 1 and "bad.cxql" in err and "line 2" in err
 
 
+@pytest.mark.parametrize("sources, printed", [
+    (["-c", "EVAL c4 ON unit 3; EVAL c4 AND AND c5 ON unit 3"], 0),              # a syntax error: nothing runs
+    (["-c", "EVAL c4 ON unit 3\nEVAL c4 ON unit 4\nEVAL (c4 ON unit 3"], 0),
+    (["-c", "EVAL c4 ON unit 3", "-c", "EVAL c4 AND AND c5 ON unit 3"], 1),     # each -c text is checked alone
+    (["-c", "EVAL c4 ON unit 3; EVAL nope ON unit 3; EVAL c5 ON unit 3"], 1),  # a run-time error: up to it
+])
+def test_a_script_is_checked_for_syntax_before_anything_runs(capsys, store_path, sources, printed) -> None:
+    code, out, err = run(capsys, "-s", store_path, "--format", "jsonl", *sources)
+    assert code == 1 and "error: line" in err
+    assert [json.loads(line)["formula"] for line in out.splitlines()] == ["c4"] * printed
+
+
 @pytest.mark.parametrize("acts, message", [
     (np.zeros((3, 2, 2, 2), dtype=np.float32), "has 3 samples but the store has 20"),
     (np.full((20, 2, 2, 2), np.nan, dtype=np.float32), "NaN"),
@@ -155,10 +167,10 @@ def test_ctrl_c_keeps_what_finished(capsys, store_path, monkeypatch) -> None:
     import _thread
     import time
 
-    from cxql import cli
+    from cxql import cli, engine
 
-    sessions = []
-    monkeypatch.setattr(cli, "connect", lambda path: sessions.append(cxql.connect(path)) or sessions[-1])
+    sessions, real_connect = [], engine.connect
+    monkeypatch.setattr(engine, "connect", lambda path: sessions.append(real_connect(path)) or sessions[-1])
 
     class InterruptAfterTwoUnits(cli.RichProgress):
         def start(self, total: int, description: str) -> None:

@@ -141,6 +141,14 @@ def test_units_add_reads_tensors_and_arrays_by_content(capsys, store_path, tmp_p
     np.testing.assert_array_equal(layer.mask_sizes, same.mask_sizes)
 
 
+def test_units_add_takes_a_value_threshold_like_the_number(capsys, store_path, tmp_path) -> None:
+    path = activations(tmp_path, "a.npy", ACTS)
+    assert run(capsys, "units", "add", store_path, "v", path, "--threshold", "value:0.5")[0] == 0
+    assert run(capsys, "units", "add", store_path, "n", path, "--threshold", "0.5")[0] == 0
+    layers = cxql.ConceptStore.open(store_path).layers
+    np.testing.assert_array_equal(layers["v"].mask_sizes, layers["n"].mask_sizes)
+
+
 @pytest.mark.parametrize("threshold", ["inf", "-inf", "nan", "quantile:nan", "quantile:1"])
 def test_units_add_refuses_thresholds_that_empty_every_unit(capsys, store_path, tmp_path, threshold) -> None:
     path = activations(tmp_path, "a.npy", ACTS)

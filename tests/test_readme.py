@@ -88,6 +88,18 @@ def test_readme_nli_queries_answer_on_the_shipped_pairs(nli_store, query):
     assert results and all(answered(r) for r in results), query
 
 
+EVAL_QUERIES = [(store, query) for store in (None, "nli") for query in readme_queries(store)
+                if "EVAL " in query and query != shown_error()[0]]
+
+
+@pytest.mark.parametrize("store, query", EVAL_QUERIES)
+def test_readme_eval_examples_find_some_overlap(request, store, query):
+    """An EVAL example that answers IoU 0 teaches nothing: each must overlap its unit."""
+    session = cxql.connect(request.getfixturevalue("nli_store") if store else demo_store_path())
+    evals = [r for r in session.stream(query) if r.kind == "eval"]
+    assert evals and all(max(row["iou"] for row in r.rows) > 0 for r in evals), query
+
+
 def test_readme_error_example_is_what_cxql_prints(capsys):
     query, expected = shown_error()
     assert main(["-c", query]) == 1

@@ -220,6 +220,17 @@ def test_store_and_layer_commands(session, tmp_path):
         run_command(state, "\\layer nope")
     with pytest.raises(cxql.CxqlError, match="no store"):
         run_command(state, f"\\store {tmp_path / 'missing'}")
+    with pytest.raises(cxql.CxqlError, match="not a cxql store"):
+        run_command(state, f"\\store {tmp_path}")
+
+
+def test_store_demo_opens_the_bundled_store(session, tmp_path, monkeypatch):
+    from cxql.resources import demo_store_path
+
+    monkeypatch.chdir(tmp_path)
+    state, _ = state_for(session)
+    run_command(state, "\\store demo")
+    assert state.session.store.path == demo_store_path()
 
 
 def test_context_of_a_session_feeds_completion(session):

@@ -31,3 +31,21 @@ def test_with_accuracy_without_a_classifier_fails_before_searching(small_store, 
     with pytest.raises(QueryError, match="no classifier"):
         session.execute("SEARCH unit * LENGTH 3 WITH accuracy")
     assert progress.started == 0
+
+
+@pytest.mark.parametrize("name", ["c4", "C4"])
+def test_a_let_name_that_is_a_concept_is_refused(small_store, name) -> None:
+    store, *_ = small_store
+    session = cxql.connect(store)
+    before = session.execute("EVAL c4 ON unit 3").rows
+    with pytest.raises(QueryError, match=f"{name} is a concept; choose another LET name") as caught:
+        session.execute(f"LET {name} = c5")
+    assert str(caught.value).splitlines()[0].startswith("line 1, column 5")
+    assert session.lets == {} and session.execute("EVAL c4 ON unit 3").rows == before
+
+
+def test_a_let_name_may_be_reused_for_another_formula(small_store) -> None:
+    store, *_ = small_store
+    session = cxql.connect(store)
+    assert session.execute("LET w = c4; LET w = c5; EVAL w ON unit 3").rows == \
+        session.execute("EVAL c5 ON unit 3").rows

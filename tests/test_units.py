@@ -49,6 +49,30 @@ def test_absolute_and_quantile_thresholds() -> None:
     assert abs(len(q.unit_positions(1)) / (10 * 64) - 0.1) < 0.01
 
 
+@pytest.mark.parametrize("spec", [0.5, "0.5", "value:0.5", "VALUE: 0.5", "v:0.5"])
+def test_a_value_threshold_is_the_bare_number(spec) -> None:
+    assert Threshold.parse(spec, Threshold("quantile", 0.9)) == Threshold("absolute", 0.5)
+    store = store_with_images(10)
+    acts = np.random.default_rng(2).normal(size=(10, 3, 8, 8)).astype(np.float32)
+    np.testing.assert_array_equal(store.add_units("a", acts, threshold=spec).mask_sizes,
+                                  store.add_units("b", acts, threshold=0.5).mask_sizes)
+
+
+@pytest.mark.parametrize("spec", ["value:", "value:x", "value:quantile:0.5", "value:inf"])
+def test_a_malformed_value_threshold_is_refused(spec) -> None:
+    with pytest.raises(DataError, match="threshold"):
+        Threshold.parse(spec, Threshold("quantile", 0.9))
+
+
+def test_set_threshold_takes_a_quoted_value_like_the_number() -> None:
+    from cxql.resources import demo_store_path
+
+    session = cxql.connect(demo_store_path())
+    session.execute("SET layer = 'fc'")
+    quoted = session.execute("SET threshold = 'value:0.5'; SEARCH unit 0, 3 LENGTH 2").rows
+    assert quoted == session.execute("SET threshold = 0.5; SEARCH unit 0, 3 LENGTH 2").rows
+
+
 def test_non_spatial_activations_cover_their_whole_sample() -> None:
     store = store_with_images(6, shape=(2, 2))
     acts = np.array([[1.0], [0.0], [2.0], [0.0], [0.0], [3.0]], dtype=np.float32)
@@ -206,6 +230,26 @@ def test_float32_thresholds_compare_like_the_float64_ones() -> None:
     t32 = float32_thresholds(t)
     assert t32.dtype == np.float32
     np.testing.assert_array_equal(x[None, :] > t32[:, None], x[None, :].astype(np.float64) > t[:, None])
+
+
+@pytest.mark.filterwarnings("error")
+@pytest.mark.parametrize("t", [-1e308, -3.5e38, 3.5e38, 1e308])
+def test_thresholds_beyond_float32_compare_exactly_without_warnings(t) -> None:
+    from cxql.store.units import float32_thresholds
+
+    x = np.array([-np.inf, -3.4e38, -1.0, 0.0, 3.4e38, np.inf], dtype=np.float32)
+    t32 = float32_thresholds(np.array([t]))
+    np.testing.assert_array_equal(x > t32[0], x.astype(np.float64) > t)
+
+
+@pytest.mark.filterwarnings("error")
+def test_set_threshold_far_below_every_activation_activates_everything_quietly() -> None:
+    from cxql.resources import demo_store_path
+
+    session = cxql.connect(demo_store_path())
+    session.execute("SET layer = 'fc'")
+    rows = {t: session.execute(f"SET threshold = {t}; EVAL ink ON unit 3").rows for t in ("-1e308", "-1e30")}
+    assert rows["-1e308"] == rows["-1e30"] and rows["-1e308"][0]["precision"] == 1.0  # the unit covers every position
 
 
 def test_big_layers_are_processed_in_bounded_blocks() -> None:

@@ -162,9 +162,9 @@ def _store(state: ShellState, arg: str) -> None:
     if not arg:
         _say(state, f"store: {state.session.store.path or '(in memory)'}")
         return
-    path = Path(arg).expanduser()
-    if not path.exists():
-        raise UsageError(f"no store at {arg}")
+    from ..resources import locate_store
+
+    path = locate_store(arg)
     session = connect(path)
     for name in PORTABLE_SETTINGS:
         session.settings[name] = state.session.settings[name]

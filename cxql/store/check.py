@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import StoreError
+from ..resources import locate_store
 from ..subcommands import Command, Tools
 from .concept_store import ConceptStore
 from .manifest import read_manifest
@@ -96,11 +97,11 @@ def _check_contents(store: ConceptStore, path: Path) -> list[str]:
 
 
 def _arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("store")
+    p.add_argument("store", help="store directory, or demo: the bundled demo store")
 
 
 def _command(args: argparse.Namespace, tools: Tools) -> int:
-    faults, notes = check_store(args.store)
+    faults, notes = check_store(locate_store(args.store))
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
     if faults:

@@ -389,7 +389,9 @@ def _classifier_command(args: argparse.Namespace, tools: Tools) -> int:
 
     from .activation_files import load_activations
 
-    store = ConceptStore.open(args.store)
+    from ..resources import locate_store
+
+    store = ConceptStore.open(locate_store(args.store, writes=True))
     classes = [c.strip() for c in args.classes.split(",") if c.strip()]
     attach_classifier(store, args.layer, np.asarray(load_activations(args.weights)),
                       np.asarray(load_activations(args.predictions)), classes)

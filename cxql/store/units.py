@@ -41,7 +41,7 @@ class Threshold:
 
     @classmethod
     def parse(cls, spec: "float | int | str | Threshold | None", default: "Threshold") -> "Threshold":
-        """Read a user's threshold: a number is absolute, ``quantile:0.99`` a quantile level."""
+        """Read a user's threshold: a number or ``value:0.5`` is absolute, ``quantile:0.99`` a quantile level."""
         if spec is None:
             return default
         if isinstance(spec, Threshold):
@@ -55,6 +55,10 @@ class Threshold:
                 if not 0.0 < level < 1.0:
                     raise DataError(f"threshold {spec!r}: quantile level must be between 0 and 1, got {level}")
                 return cls("quantile", level)
+        for prefix in ("value:", "v:"):
+            if text.startswith(prefix):
+                text = text[len(prefix):]
+                break
         return cls("absolute", _finite(_number(text, spec), spec))
 
     def to_json(self) -> dict:
@@ -72,7 +76,7 @@ def _number(text: str, spec: object) -> float:
     try:
         return float(text)
     except ValueError:
-        raise DataError(f"threshold must be a number or 'quantile:LEVEL', got {spec!r}") from None
+        raise DataError(f"threshold must be a number, 'value:V' or 'quantile:LEVEL', got {spec!r}") from None
 
 
 def _finite(value: float, spec: object) -> float:
@@ -199,7 +203,8 @@ def float32_thresholds(thresholds: np.ndarray) -> np.ndarray:
     can be compared in float32, at half the memory, with the same result.
     """
     t = np.asarray(thresholds, dtype=np.float64)
-    t32 = t.astype(np.float32)
+    with np.errstate(over="ignore"):  # beyond float32's range a threshold becomes -inf or inf: still exact
+        t32 = t.astype(np.float32)
     above = t32.astype(np.float64) > t
     t32[above] = np.nextafter(t32[above], np.float32(-np.inf))
     return t32
