@@ -53,17 +53,17 @@ def _step(name: str) -> None:
 def target_kind(path: Path, inputs: Iterable[str | os.PathLike] = (), force: bool = False) -> str:
     """How a store may be written at ``path``: 'new' (absent or empty), 'store' (replace a store) or 'force'.
 
-    Anything else at ``path`` (a dataset, a source tree, an input file) is
-    refused unless ``force``; an input of the build is refused always.
+    ``path`` is taken as what it points to (:func:`resolved`): a link to a
+    store updates that store. Anything else at ``path`` (a dataset, a source
+    tree, an input file) is refused unless ``force``. A path equal to an
+    input, above one or inside one (a dataset's folder is read whole) is
+    refused always, ``force`` or not: replacing it would delete what is read.
     """
-    out = Path(os.path.abspath(path))
-    for source in inputs:
-        inp = Path(os.path.abspath(source))
-        if out == inp or inp.is_relative_to(out):
-            raise UsageError(f"--out {path} would overwrite the input {source}; choose another output path")
+    check_not_input(path, inputs)
+    out = resolved(path)
     if not os.path.lexists(out):
         return "new"
-    if out.is_dir() and not out.is_symlink():
+    if out.is_dir():
         if not any(out.iterdir()):
             return "new"
         if is_store(out):
@@ -78,6 +78,25 @@ def target_kind(path: Path, inputs: Iterable[str | os.PathLike] = (), force: boo
         return "force"
     raise UsageError(f"{path} exists and is not a cxql store; refusing to replace it "
                      "(choose another --out, or pass --force to replace it anyway)")
+
+
+def resolved(path: str | os.PathLike) -> Path:
+    """``path`` with every link followed (also a dangling last one), so a link and its target are one place."""
+    return Path(os.path.realpath(path))
+
+
+def check_not_input(path: str | os.PathLike, inputs: Iterable[str | os.PathLike]) -> None:
+    """Refuse an output that is an input, holds one, or lies inside one (links followed on both sides)."""
+    outs = {Path(os.path.abspath(path)), resolved(path)}
+    for source in inputs:
+        for inp in {Path(os.path.abspath(source)), resolved(source)}:
+            for out in outs:
+                if out == inp or inp.is_relative_to(out):
+                    raise UsageError(f"--out {path} would overwrite the input {source}; "
+                                     "choose another output path")
+                if out.is_relative_to(inp):
+                    raise UsageError(f"--out {path} is inside the input {source}, which the build reads; "
+                                     "choose an output path outside it")
 
 
 def is_store(path: Path) -> bool:

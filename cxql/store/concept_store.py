@@ -345,9 +345,12 @@ class ConceptStore:
 
         ``path`` may be absent, an empty directory or a cxql store (which is
         replaced); anything else is refused unless ``force``, and ``inputs``
-        (the files the store was built from) never.
+        (the files the store was built from) never, nor a path inside or above
+        this store's own folder (it is read while writing), but that folder itself.
         """
         path = Path(path)
+        if self.path is not None and os.path.realpath(self.path) != os.path.realpath(path):
+            inputs = [*inputs, self.path]
         with StoreWriter(path, tag="save", force=force, inputs=inputs) as writer:
             plain = self.arrays.get("position_sig")
             local = plain is not None and writer.write_sample_local(plain, self.sample_offsets, plain.dtype)
