@@ -187,8 +187,8 @@ BROKEN_PATHS: list[tuple[str, Callable[[Path, Path], tuple[list, str]], int, str
                                      "--pipeline", "none"], "/proc/cxql-x"), 1, "cannot write"),
     ("broden-out-under-file", lambda tmp, s: (["store", "build", "broden",
                                                write_broden(tmp / "d", random_images(np.random.default_rng(0), 2)),
-                                               "--out", tmp / "d" / "label.csv" / "x"], "label.csv"), 1,
-     "is a file, not a directory"),
+                                               "--out", tmp / "d" / "label.csv" / "x"], "label.csv"), 2,
+     "inside the input"),  # the dataset folder is read whole: nothing is written in it
     ("report-under-file", lambda tmp, s: (["report", s, "l", "--out", s / "manifest.json" / "r", "--units", "0"],
                                           str(s / "manifest.json")), 1, "is a file, not a directory"),
 ]

@@ -20,6 +20,7 @@ import numpy as np
 
 from ..errors import StoreError
 from .concept_store import ConceptStore
+from .commit import has_leftovers
 from .manifest import read_manifest
 from .signatures import concept_counts
 from .validate import file_crc32
@@ -48,6 +49,8 @@ def check_store(path: str | Path) -> tuple[list[str], list[str]]:
             if got != entry["crc32"]:
                 faults.append(f"{file}: checksum {got:08x}, the manifest says {entry['crc32']:08x}; "
                               "the file has changed since it was written")
+    if has_leftovers(path, manifest):
+        notes.append("the store holds files a killed writer left; the next change to the store removes them")
     if unchecked:
         notes.append(f"{unchecked} files have no checksum (format version {manifest['version']}); "
                      "saving the store again adds them")

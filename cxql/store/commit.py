@@ -17,7 +17,8 @@ file lives on while mapped); a reader that finds a file gone re-reads the
 manifest (see :meth:`ConceptStore.open`). Leftovers of killed writers (a
 staging directory whose process is gone, an unreferenced ``gN``, a manifest
 temp file) are removed by the next writer under the lock. Nothing else is
-ever deleted: only files a manifest named, and cxql's own temporary names.
+ever deleted: only files a manifest named, and cxql's own temporary names,
+and only by a writer (opening a store deletes nothing).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ import numpy as np
 
 from ..errors import StoreError, UsageError
 from .lock import store_lock, try_store_lock
-from .manifest import FORMAT, MANIFEST, read_manifest, referenced_files, to_json
+from .manifest import FORMAT, MANIFEST, OWN_FILE, read_manifest, referenced_files, to_json
 from .validate import file_entry
 
 STAGING_PREFIX = ".cxql-tmp-"
@@ -94,7 +95,7 @@ def check_not_input(path: str | os.PathLike, inputs: Iterable[str | os.PathLike]
                 if out == inp or inp.is_relative_to(out):
                     raise UsageError(f"--out {path} would overwrite the input {source}; "
                                      "choose another output path")
-                if out.is_relative_to(inp):
+                if out.is_relative_to(inp) and not inp.is_file():  # under a file: the write fails by itself
                     raise UsageError(f"--out {path} is inside the input {source}, which the build reads; "
                                      "choose an output path outside it")
 
@@ -269,6 +270,8 @@ def tidy(path: Path, manifest: dict, old: dict | None = None) -> list[Path]:
             removed.append(top)
     root = os.path.realpath(path)
     for rel in sorted(candidates - keep):
+        if not (OWN_FILE.fullmatch(rel) or _GENERATION.fullmatch(rel.split("/", 1)[0]) or rel.startswith(MANIFEST_TMP)):
+            continue  # not a name cxql gives its files: never ours to delete
         file = path / rel
         if os.path.realpath(file.parent) != root and not os.path.realpath(file.parent).startswith(root + os.sep):
             continue  # a linked folder: what it points at is not ours

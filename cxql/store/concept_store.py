@@ -43,7 +43,7 @@ from . import signatures as sig
 from . import units as un
 from . import ids
 from . import validate_input as vi
-from .commit import has_leftovers, new_staging, save_arrays, tidy_if_free, update_store
+from .commit import new_staging, save_arrays, update_store
 from .ids import SampleLocalIds
 from .layer import Layer
 from .manifest import check_segment, read_manifest
@@ -374,7 +374,9 @@ class ConceptStore:
 
         A writer may switch the manifest and delete the old files while we
         open; then a file goes missing, the manifest has changed, and we open
-        the new generation instead, so a reader sees one whole store.
+        the new generation instead, so a reader sees one whole store. Opening
+        deletes nothing: what a killed writer left is removed by the next
+        writer, under the lock.
         """
         path = Path(path)
         if not path.is_dir():
@@ -383,12 +385,7 @@ class ConceptStore:
         for key, value in bulk_arrays(manifest).items():
             arrays.setdefault(key, value)
         verify_counts(path, manifest, arrays)
-        if has_leftovers(path, manifest):
-            try:
-                tidy_if_free(path)
-            except (OSError, StoreError):
-                pass  # a read-only or busy store: the next writer cleans up
-        return cls(manifest, arrays, layers, path)
+        return cls(manifest, arrays, layers, path)  # leftovers of a killed writer: the next writer removes them
 
 
 def _layer_name(name: str) -> str:
