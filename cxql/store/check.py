@@ -91,6 +91,10 @@ def _check_contents(store: ConceptStore, path: Path) -> list[str]:
         hist = np.asarray(layer.arrays["hist_sig"])
         if hist.size and (hist.min() < 0 or hist.max() >= s):
             faults.append(f"{path / files['hist_sig']['file']}: signature ids outside 0..{s - 1}")
+        try:
+            layer.histograms  # noqa: B018 - the checks a query runs first (cxql.store.layer_check)
+        except StoreError as exc:
+            faults.append(str(exc))
         pos = layer.arrays.get("mask_positions")
         if pos is not None and len(pos) and int(np.max(pos)) >= store.n_positions:
             faults.append(f"{path / files['mask_positions']['file']}: positions beyond {store.n_positions - 1}")

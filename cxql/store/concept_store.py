@@ -268,7 +268,7 @@ class ConceptStore:
         meta = {"units": masks.n_units, "encoding": encoding, "threshold": rule.to_json(),
                 "activations": activations is not None}
         if self.path is None:
-            self.layers[name] = Layer(name, meta, arrays, self.n_positions)
+            self.layers[name] = Layer(name, meta, arrays, self.n_positions, self.signature_counts)
             self.manifest["layers"][name] = meta
             return self.layers[name]
 
@@ -288,7 +288,7 @@ class ConceptStore:
             old = self.layers[layer]
             self.manifest["layers"][layer] = {**self.manifest["layers"][layer], **meta}
             self.layers[layer] = Layer(layer, self.manifest["layers"][layer], {**old.arrays, **arrays},
-                                       self.n_positions)
+                                       self.n_positions, self.signature_counts)
             return self.layers[layer]
 
         def change(new: dict, staged: dict) -> None:

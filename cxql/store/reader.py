@@ -72,11 +72,13 @@ def open_arrays(path: Path, manifest: dict) -> tuple[dict[str, np.ndarray], dict
     per = int(np.prod(manifest["mask_shape"])) if manifest["mask_shape"] else 1
     if "samples" not in arrays and n != n_samples * per:
         raise StoreError(f"{path / MANIFEST}: {n} positions is not {n_samples} samples of {per}")
-    layers = {name: open_layer(path, name, meta, n, n_samples) for name, meta in manifest["layers"].items()}
+    layers = {name: open_layer(path, name, meta, n, n_samples, arrays["sig_counts"])
+              for name, meta in manifest["layers"].items()}
     return arrays, layers
 
 
-def open_layer(path: Path, name: str, meta: dict, n_positions: int, n_samples: int) -> Layer:
+def open_layer(path: Path, name: str, meta: dict, n_positions: int, n_samples: int,
+               sig_counts: np.ndarray | None = None) -> Layer:
     """One layer's arrays, checked against its unit count and the store's sizes."""
     units, entries = meta["units"], meta["arrays"]
     where = path / MANIFEST
@@ -104,7 +106,8 @@ def open_layer(path: Path, name: str, meta: dict, n_positions: int, n_samples: i
         _check_pointer(arrays, entries, path, "mask_indptr", len(arrays["mask_positions"]))
     if "classifier" in meta:
         _check_classifier(meta["classifier"], arrays, where, name)
-    return Layer(name, {k: v for k, v in meta.items() if k != "arrays"}, arrays, n_positions)
+    return Layer(name, {k: v for k, v in meta.items() if k != "arrays"}, arrays, n_positions, sig_counts,
+                 {k: str(path / e["file"]) for k, e in entries.items()})
 
 
 def _check_classifier(entry: Any, arrays: dict, where: Path, name: str) -> None:
