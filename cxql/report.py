@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import html
 import json
+import os
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,9 +30,10 @@ from typing import Callable
 import numpy as np
 
 from .engine import Session, connect
-from .errors import DataError
+from .errors import DataError, UsageError
 from .parser import parse_formula
 from .store import ConceptStore, Layer
+from .store.commit import is_store
 
 UNIT_COLOR = (255, 221, 0)
 FORMULA_COLOR = (0, 200, 255)
@@ -216,6 +218,7 @@ def write_report(store: "ConceptStore | str | Path", layer: str, out: str | Path
                  length: int = 3, beam: int = 5, top: int = 8, tile: int = 112,
                  session: Session | None = None, rows: list[dict] | None = None) -> Path:
     """Compute and draw a layer's report into ``out``; return the HTML page's path."""
+    check_report_out(Path(out))
     session = session or connect(store)
     if layer not in session.store.layers:
         raise DataError(f"no layer {layer!r} in the store; layers: {', '.join(session.store.layers) or 'none'}")
@@ -223,11 +226,20 @@ def write_report(store: "ConceptStore | str | Path", layer: str, out: str | Path
     return draw_report(session, layer, reports, out, tile=tile)
 
 
+def check_report_out(out: Path) -> None:
+    """Refuse an ``out`` that is a cxql store or lies inside one: report files there would mix with its arrays."""
+    real = Path(os.path.realpath(out))
+    for folder in (real, *real.parents):
+        if is_store(folder):
+            raise UsageError(f"--out {out}: {folder} is a cxql store; write the report to a folder outside it")
+
+
 def draw_report(session: Session, layer: str, reports: list[UnitReport], out: str | Path, *, tile: int = 112,
                 progress: Callable[[int], None] | None = None) -> Path:
     """Write the PNGs, the HTML page and the JSON of computed reports; return the page's path."""
     store = session.store
     out = Path(out)
+    check_report_out(out)
     safe = layer.replace("/", "_")
     (out / safe).mkdir(parents=True, exist_ok=True)
     for r in reports:
@@ -270,6 +282,7 @@ def _register() -> None:
 def _cli_report(args: argparse.Namespace) -> int:
     from .cli import RichProgress, open_session
 
+    check_report_out(Path(args.out))
     session = open_session(args.store, args.device)
     if args.layer not in session.store.layers:
         raise DataError(f"no layer {args.layer!r} in {args.store}; layers: {', '.join(session.store.layers) or 'none'}")

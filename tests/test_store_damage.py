@@ -269,3 +269,25 @@ def test_intact_histograms_pass_their_checks(templates) -> None:
     for layer in store.layers.values():
         indptr, sig, cnt = layer.histograms
         assert int(cnt.sum()) == sum(len(layer.unit_positions(u)) for u in range(layer.n_units))
+
+
+def test_a_damaged_sig_counts_is_named_as_such(templates, tmp_path) -> None:
+    path = _copy(templates, "irregular", tmp_path)
+    file = path / json.loads((path / "manifest.json").read_text())["arrays"]["sig_counts"]["file"]
+    arr = np.load(file, mmap_mode="r")
+    data = bytearray(file.read_bytes())
+    data[file.stat().st_size - arr.nbytes] ^= 1
+    file.write_bytes(bytes(data))
+    with pytest.raises(StoreError, match=r"sig_counts.npy: .*positions") as caught:
+        cxql.ConceptStore.open(path)
+    assert "concept_counts.npy" not in str(caught.value)
+
+
+def test_a_layer_added_meanwhile_is_reported_against_the_store(templates, tmp_path) -> None:
+    path = _copy(templates, "irregular", tmp_path)
+    first, second = cxql.ConceptStore.open(path), cxql.ConceptStore.open(path)
+    acts = np.random.default_rng(0).normal(size=(30, 2)).astype(np.float32)
+    first.add_units("new", acts)
+    with pytest.raises(StoreError, match=r"layer 'new' .*another process") as caught:
+        second.add_units("new", acts)
+    assert str(path) in str(caught.value)

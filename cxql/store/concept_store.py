@@ -244,6 +244,7 @@ class ConceptStore:
 
     def _masks_from_activations(self, activations, thresholds, progress) -> un.UnitMasks:
         if "samples" in self.arrays:  # irregular samples: one value per sample, spread over its positions
+            un.check_exact_integers(np.asarray(activations))
             values = np.asarray(activations, dtype=np.float64)
             un.check_finite(values)
             return _spread_sample_masks(values > thresholds[None, :], self.sample_offsets)
@@ -273,7 +274,9 @@ class ConceptStore:
             return self.layers[name]
 
         def change(new: dict, staged: dict) -> None:
-            vi.check_new_layer(new["layers"], name, replace)  # again under the lock: another writer may have added it
+            if name in new["layers"] and not replace:  # checked again under the lock: another writer added it
+                raise StoreError(f"{self.path}: layer {name!r} was added by another process meanwhile",
+                                 hint="choose another name, or replace it with --replace (replace=True)")
             new["layers"][name] = {**meta, "arrays": staged.get(name, {})}
         self._commit({f"layers/{name}": arrays}, change)
         return self.layers[name]

@@ -143,6 +143,13 @@ VERIFY_COUNTS_BYTES = 1 << 18
 
 def verify_counts(path: Path, manifest: dict, arrays: dict[str, np.ndarray]) -> None:
     """Concept counts enter every IoU: recompute them when cheap (``cxql store check`` always does)."""
+    files = {k: path / e["file"] for k, e in manifest["arrays"].items()}
+    per_sig = arrays["sig_counts"]
+    if per_sig.nbytes <= 64 * VERIFY_COUNTS_BYTES:  # one value per signature: cheap, and checked first
+        total = int(np.sum(per_sig, dtype=np.uint64))
+        if total != manifest["n_positions"]:
+            raise StoreError(f"{files['sig_counts']}: counts {total} positions in all, but the store has "
+                             f"{manifest['n_positions']}; the file is damaged")
     bits = arrays["signatures"]
     if bits.nbytes > VERIFY_COUNTS_BYTES:
         return
@@ -151,7 +158,6 @@ def verify_counts(path: Path, manifest: dict, arrays: dict[str, np.ndarray]) -> 
     stored = np.asarray(arrays["concept_counts"], dtype=np.int64)
     if not np.array_equal(counts, stored):
         bad = int(np.flatnonzero(counts != stored)[0])
-        files = {k: path / e["file"] for k, e in manifest["arrays"].items()}
         where = files.get("concept_counts", path / "manifest.json")
         raise StoreError(f"{where}: concept {manifest['concepts'][bad]['name']!r} has count {stored[bad]}, "
                          f"but {files['signatures'].name} and {files['sig_counts'].name} give {counts[bad]}")
