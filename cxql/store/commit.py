@@ -35,7 +35,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from ..errors import StoreError, UsageError
-from .lock import store_lock, try_store_lock
+from .lock import store_lock
 from .manifest import FORMAT, MANIFEST, OWN_FILE, read_manifest, referenced_files, to_json
 from .validate import file_entry
 
@@ -287,13 +287,6 @@ def _prune_empty(directory: Path, root: Path) -> None:
     while directory != root and directory.is_dir() and not any(directory.iterdir()):
         directory.rmdir()
         directory = directory.parent
-
-
-def tidy_if_free(path: Path) -> None:
-    """Clean leftovers when no writer holds the lock (a cheap no-op otherwise)."""
-    with try_store_lock(path) as held:
-        if held:
-            tidy(path, read_manifest(path))
 
 
 def has_leftovers(path: Path, manifest: dict) -> bool:
