@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import html
 import json
-import os
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,10 +29,9 @@ from typing import Callable
 import numpy as np
 
 from .engine import Session, connect
-from .errors import DataError, UsageError
+from .errors import DataError
 from .parser import parse_formula
 from .store import ConceptStore, Layer
-from .store.commit import is_store
 
 UNIT_COLOR = (255, 221, 0)
 FORMULA_COLOR = (0, 200, 255)
@@ -228,7 +226,10 @@ def write_report(store: "ConceptStore | str | Path", layer: str, out: str | Path
 
 def check_report_out(out: Path) -> None:
     """Refuse an ``out`` that is a cxql store or lies inside one: report files there would mix with its arrays."""
-    real = Path(os.path.realpath(out))
+    from .errors import UsageError
+    from .store.commit import is_store
+
+    real = Path(out).resolve()  # links followed
     for folder in (real, *real.parents):
         if is_store(folder):
             raise UsageError(f"--out {out}: {folder} is a cxql store; write the report to a folder outside it")
@@ -282,7 +283,6 @@ def _register() -> None:
 def _cli_report(args: argparse.Namespace) -> int:
     from .cli import RichProgress, open_session
 
-    check_report_out(Path(args.out))
     session = open_session(args.store, args.device)
     if args.layer not in session.store.layers:
         raise DataError(f"no layer {args.layer!r} in {args.store}; layers: {', '.join(session.store.layers) or 'none'}")
