@@ -184,8 +184,7 @@ class Session:
         layer = self.layer()
         rethresholded = self._rethresholded(layer)
         if rethresholded is None:
-            a = layer.arrays
-            return (np.asarray(a["hist_indptr"]), np.asarray(a["hist_sig"]), np.asarray(a["hist_count"]))
+            return layer.histograms  # checked against the masks on first use
         return rethresholded[1]
 
     def unit_positions(self, u: int) -> np.ndarray:

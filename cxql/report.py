@@ -228,6 +228,7 @@ def write_report(store: "ConceptStore | str | Path", layer: str, out: str | Path
                  length: int = 3, beam: int = 5, top: int = 8, tile: int = 112,
                  session: Session | None = None, rows: list[dict] | None = None) -> Path:
     """Compute and draw a layer's report into ``out``; return the HTML page's path."""
+    check_report_out(Path(out))
     session = session or connect(store)
     if layer not in session.store.layers:
         raise DataError(f"no layer {layer!r} in the store; layers: {', '.join(session.store.layers) or 'none'}")
@@ -235,11 +236,23 @@ def write_report(store: "ConceptStore | str | Path", layer: str, out: str | Path
     return draw_report(session, layer, reports, out, tile=tile)
 
 
+def check_report_out(out: Path) -> None:
+    """Refuse an ``out`` that is a cxql store or lies inside one: report files there would mix with its arrays."""
+    from .errors import UsageError
+    from .store.commit import is_store
+
+    real = Path(out).resolve()  # links followed
+    for folder in (real, *real.parents):
+        if is_store(folder):
+            raise UsageError(f"--out {out}: {folder} is a cxql store; write the report to a folder outside it")
+
+
 def draw_report(session: Session, layer: str, reports: list[UnitReport], out: str | Path, *, tile: int = 112,
                 progress: Callable[[int], None] | None = None) -> Path:
     """Write the PNGs, the HTML page and the JSON of computed reports; return the page's path."""
     store = session.store
     out = Path(out)
+    check_report_out(out)
     safe = layer.replace("/", "_")
     (out / safe).mkdir(parents=True, exist_ok=True)
     for r in reports:

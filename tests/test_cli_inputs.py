@@ -195,10 +195,12 @@ BROKEN_PATHS: list[tuple[str, Callable[[Path, Path], tuple[list, str]], int, str
                                      "--pipeline", "none"], "/proc/cxql-x"), 1, "cannot write"),
     ("broden-out-under-file", lambda tmp, s: (["store", "build", "broden",
                                                write_broden(tmp / "d", random_images(np.random.default_rng(0), 2)),
-                                               "--out", tmp / "d" / "label.csv" / "x"], "label.csv"), 1,
-     "is a file, not a directory"),
-    ("report-under-file", lambda tmp, s: (["report", s, "l", "--out", s / "manifest.json" / "r", "--units", "0"],
-                                          str(s / "manifest.json")), 1, "is a file, not a directory"),
+                                               "--out", tmp / "d" / "label.csv" / "x"], "label.csv"), 2,
+     "inside the input"),  # the dataset folder is read whole: nothing is written in it
+    ("report-under-file", lambda tmp, s: (["report", s, "l", "--out", Path(nli_file(tmp)) / "r", "--units", "0"],
+                                          str(Path(nli_file(tmp)))), 1, "is a file, not a directory"),
+    ("report-in-store", lambda tmp, s: (["report", s, "l", "--out", s / "manifest.json" / "r", "--units", "0"],
+                                        str(s)), 2, "is a cxql store"),
 ]
 
 
@@ -229,3 +231,27 @@ def test_ctrl_c_while_loading_extensions_exits_quietly(capsys, monkeypatch) -> N
     monkeypatch.setattr(cxql.cli, "_load_extensions", interrupted)
     code, _, err = run(capsys, "--help")
     assert code == 130 and err == "interrupted\n"
+
+
+def test_a_named_pipe_as_activations_is_refused_without_blocking(tmp_path, capsys) -> None:
+    import threading
+
+    from cxql.errors import DataError
+    from cxql.store.activation_files import load_activations
+
+    fifo = tmp_path / "f.npy"
+    os.mkfifo(fifo)
+    outcome: list = []
+
+    def load() -> None:
+        try:
+            load_activations(fifo)
+        except DataError as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=load, daemon=True)
+    thread.start()
+    thread.join(5)
+    if thread.is_alive():  # unblock the reader before failing
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+    assert not thread.is_alive() and "not a regular file" in str(outcome[0])

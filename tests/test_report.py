@@ -173,3 +173,15 @@ def test_report_draws_rgb_pictures(tmp_path):
     pictures[0, ..., 1] = 200
     page = write_report(picture_store(tmp_path, pictures=pictures), "layer", tmp_path / "rep", tile=16, top=1)
     assert middle_pixel(page) == (0, 120, 0)
+
+
+@pytest.mark.parametrize("where", ["store", "inside"])
+def test_report_refuses_to_write_into_a_store(tmp_path, capsys, where):
+    store = picture_store(tmp_path)
+    before = sorted(p.relative_to(store.path) for p in store.path.rglob("*"))
+    out = store.path if where == "store" else store.path / "g1" / "report"
+    assert main(["report", str(store.path), "layer", "--out", str(out)]) == 2
+    assert "cxql store" in capsys.readouterr().err
+    assert sorted(p.relative_to(store.path) for p in store.path.rglob("*")) == before
+    with pytest.raises(cxql.errors.UsageError):
+        write_report(store, "layer", out)

@@ -118,8 +118,6 @@ def test_a_kill_at_any_step_leaves_the_old_or_the_new_store(tmp_path, op) -> Non
         seen = answers(target)
         assert seen in (old, new), f"kill at step {k}: neither the old nor the new store"
         outcomes.append("old" if seen == old else "new")
-        if seen is not None:
-            assert leftovers(target) == []  # opening cleaned what the killed writer left
         OPERATIONS[op](tmp_path / "s")  # the next run finishes the change and cleans up
         assert answers(target) == new
         assert leftovers(target) == []

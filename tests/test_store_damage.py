@@ -230,3 +230,64 @@ def test_damaged_files_of_a_version_1_store_are_named(tmp_path, file, damage) ->
     with pytest.raises(StoreError) as caught:
         cxql.ConceptStore.open(path)
     assert file in str(caught.value)
+
+
+def _poke(p: Path, entry: int, byte: int, value: int) -> None:
+    """Set one byte of one entry of an int64 .npy in place (its header, so its size, stays as it was)."""
+    arr = np.load(p, mmap_mode="r")
+    offset = p.stat().st_size - arr.nbytes + entry * arr.itemsize + byte
+    data = bytearray(p.read_bytes())
+    data[offset] = value if value >= 0 else data[offset] ^ 1
+    p.write_bytes(bytes(data))
+
+
+def _layer_file(path: Path, layer: str, key: str) -> Path:
+    return path / json.loads((path / "manifest.json").read_text())["layers"][layer]["arrays"][key]["file"]
+
+
+HIST_DAMAGE = {"count-low-bit": ("hist_count", 0, 0, -1), "count-high": ("hist_count", 1, 2, 9),
+               "sig-out-of-range": ("hist_sig", 0, 3, 0x7F), "sig-order": ("hist_sig", 2, 1, 0x7F),
+               "sig-negative": ("hist_sig", 0, 7, 0xFF), "indptr": ("hist_indptr", 1, 0, -1)}
+
+
+@pytest.mark.parametrize("layer", ["sparse", "dense"])
+@pytest.mark.parametrize("damage", sorted(HIST_DAMAGE))
+def test_a_changed_histogram_byte_is_caught_at_first_use(templates, tmp_path, layer, damage) -> None:
+    key, entry, byte, value = HIST_DAMAGE[damage]
+    path = _copy(templates, "image", tmp_path)
+    _poke(_layer_file(path, layer, key), entry, byte, value)
+    session = cxql.connect(path)  # opening stays header-only
+    session.execute(f"SET layer = {layer}")
+    for query in ("EVAL r0 ON unit *", "SEARCH unit * LENGTH 2 BEAM 2"):
+        with pytest.raises(StoreError) as caught:
+            session.execute(query)
+        assert f"{key}.npy" in str(caught.value) and "layers/" in str(caught.value)
+
+
+def test_intact_histograms_pass_their_checks(templates) -> None:
+    store = cxql.ConceptStore.open(templates["image"])
+    for layer in store.layers.values():
+        indptr, sig, cnt = layer.histograms
+        assert int(cnt.sum()) == sum(len(layer.unit_positions(u)) for u in range(layer.n_units))
+
+
+def test_a_damaged_sig_counts_is_named_as_such(templates, tmp_path) -> None:
+    path = _copy(templates, "irregular", tmp_path)
+    file = path / json.loads((path / "manifest.json").read_text())["arrays"]["sig_counts"]["file"]
+    arr = np.load(file, mmap_mode="r")
+    data = bytearray(file.read_bytes())
+    data[file.stat().st_size - arr.nbytes] ^= 1
+    file.write_bytes(bytes(data))
+    with pytest.raises(StoreError, match=r"sig_counts.npy: .*positions") as caught:
+        cxql.ConceptStore.open(path)
+    assert "concept_counts.npy" not in str(caught.value)
+
+
+def test_a_layer_added_meanwhile_is_reported_against_the_store(templates, tmp_path) -> None:
+    path = _copy(templates, "irregular", tmp_path)
+    first, second = cxql.ConceptStore.open(path), cxql.ConceptStore.open(path)
+    acts = np.random.default_rng(0).normal(size=(30, 2)).astype(np.float32)
+    first.add_units("new", acts)
+    with pytest.raises(StoreError, match=r"layer 'new' .*another process") as caught:
+        second.add_units("new", acts)
+    assert str(path) in str(caught.value)

@@ -130,3 +130,75 @@ def test_a_version_1_layer_with_spatial_activations_opens(digits) -> None:
         cxql.ConceptStore.open(digits)
     np.save(layer / "activations.npy", np.zeros((1797, 8, 4, 4), np.float32))
     assert cxql.ConceptStore.open(digits).layers["conv1"].activations.shape == (1797, 8, 4, 4)
+
+
+@pytest.mark.parametrize("retired", ["manifest.json", ".cxql.lock", "notes.txt", "sub/data.npy",
+                                     "CURRENT", "layers/l/hist_sig.npy.bak"])
+def test_retired_may_name_only_cxqls_own_files(tmp_path, retired) -> None:
+    path = _saved(tmp_path)
+    target = path / retired
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text("keep")
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest["retired"] = [retired]
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    before = target.read_bytes()
+    with pytest.raises(StoreError, match=r"manifest.json: .*retired"):
+        cxql.ConceptStore.open(path)
+    with pytest.raises(StoreError, match=r"manifest.json: .*retired"):
+        cxql.ConceptStore.from_masks(np.eye(4, dtype=bool), list("abcd")).save(path)
+    assert target.read_bytes() == before
+
+
+def test_retired_may_not_name_a_file_the_manifest_uses(tmp_path) -> None:
+    path = _saved(tmp_path)
+    manifest = json.loads((path / "manifest.json").read_text())
+    used = manifest["arrays"]["signatures"]["file"]
+    manifest["retired"] = [used]
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(StoreError, match=r"manifest.json: .*retired.*in use"):
+        cxql.ConceptStore.open(path)
+    assert (path / used).exists()
+
+
+def test_a_reader_deletes_nothing_the_next_writer_cleans_up(tmp_path) -> None:
+    path = _saved(tmp_path)
+    stale = path / "g7" / "signatures.npy"
+    stale.parent.mkdir()
+    np.save(stale, np.zeros(3, np.uint8))
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest["retired"] = ["g7/signatures.npy"]
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    store = cxql.ConceptStore.open(path)
+    cxql.connect(store).execute("SET layer = l; EVAL a ON unit *")
+    assert stale.exists()
+    store.add_unit_masks("m", np.eye(4, dtype=bool))
+    assert not stale.exists() and not stale.parent.exists()
+
+
+@pytest.mark.parametrize("edit, fault", [
+    (lambda m: m["layers"]["l"].__setitem__("encoding", []), "encoding"),
+    (lambda m: m["layers"]["l"].__setitem__("encoding", "rle"), "encoding"),
+    (lambda m: m.__setitem__("kind", "audio"), "kind"),
+    (lambda m: m["concepts"].__setitem__(1, dict(m["concepts"][0])), "repeated"),
+    (lambda m: m["layers"]["l"]["threshold"].__setitem__("kind", []), "threshold"),
+    (lambda m: m["layers"]["l"]["threshold"].__setitem__("value", float("nan")), "threshold"),
+    (lambda m: m["layers"]["l"]["threshold"].__setitem__("value", 1e400), "threshold"),
+    (lambda m: m.__setitem__("position_ids", []), "position_ids"),
+    (lambda m: m["arrays"]["signatures"].__setitem__("dtype", "no-such"), "dtype"),
+    (lambda m: m["arrays"]["signatures"].__setitem__("crc32", 2**40), "crc32"),
+], ids=["encoding-list", "encoding-unknown", "kind", "duplicate-concept", "threshold-kind-list",
+        "threshold-nan", "threshold-inf", "position-ids-list", "dtype", "crc32"])
+def test_every_manifest_value_is_checked_on_open(tmp_path, capsys, edit, fault) -> None:
+    path = _saved(tmp_path)
+    text = (path / "manifest.json").read_text()
+    manifest = json.loads(text)
+    edit(manifest)
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(StoreError, match=f"manifest.json: .*{fault}"):
+        cxql.ConceptStore.open(path)
+    assert main(["-s", str(path), "-c", "SHOW concepts"]) == 1
+    assert main(["store", "check", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "manifest.json" in err

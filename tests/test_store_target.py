@@ -111,3 +111,59 @@ def test_a_damaged_store_is_replaced_only_with_force(tmp_path) -> None:
     with pytest.raises(cxql.errors.StoreError, match="damaged store; pass --force"):
         store.save(path)
     assert store.save(path, force=True).n_positions == 3
+
+
+@pytest.mark.parametrize("inside", ["images", "images/sub", "new"])
+def test_an_output_inside_the_broden_dataset_is_refused_even_with_force(tmp_path, capsys, inside) -> None:
+    root, _ = handmade(tmp_path)
+    before = snapshot(root)
+    for extra in ([], ["--force"]):
+        assert main(["store", "build", "broden", str(root), "--out", str(root / inside), *extra]) == 2
+        assert "inside the input" in capsys.readouterr().err
+    assert snapshot(root) == before
+
+
+def test_an_output_above_the_broden_dataset_is_refused(tmp_path, capsys) -> None:
+    root, _ = handmade(tmp_path)
+    before = snapshot(root)
+    assert main(["store", "build", "broden", str(root), "--out", str(tmp_path), "--force"]) == 2
+    assert "would overwrite the input" in capsys.readouterr().err
+    assert snapshot(root) == before
+
+
+def test_save_never_writes_inside_or_above_what_it_reads(tmp_path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "vectors.txt").write_text("keep")
+    store = cxql.ConceptStore.from_masks(np.eye(3, dtype=bool), ["a", "b", "c"])
+    for target in (data / "sub", data, tmp_path):
+        with pytest.raises(UsageError, match="input"):
+            store.save(target, force=True, inputs=[data])
+    assert (data / "vectors.txt").read_text() == "keep"
+    opened = store.save(tmp_path / "s")
+    with pytest.raises(UsageError, match="input"):
+        opened.save(tmp_path / "s" / "copy", force=True)  # an opened store reads its own folder
+    with pytest.raises(UsageError, match="input"):
+        opened.save(tmp_path, force=True)
+    assert opened.save(tmp_path / "s").n_positions == 3  # rewriting itself in place is fine
+
+
+def test_a_link_to_a_store_is_written_through(tmp_path, pairs) -> None:
+    real = cxql.ConceptStore.from_masks(np.eye(3, dtype=bool), ["a", "b", "c"]).save(tmp_path / "real").path
+    (tmp_path / "link").symlink_to(real)
+    assert nli(pairs, "--out", tmp_path / "link") == 0
+    assert (tmp_path / "link").is_symlink()
+    assert cxql.ConceptStore.open(real).kind == "text"
+
+
+def test_a_link_into_an_input_is_refused(tmp_path, pairs, capsys) -> None:
+    root, _ = handmade(tmp_path)
+    before = snapshot(root)
+    (tmp_path / "link").symlink_to(root / "images")
+    assert main(["store", "build", "broden", str(root), "--out", str(tmp_path / "link"), "--force"]) == 2
+    assert "inside the input" in capsys.readouterr().err
+    assert snapshot(root) == before
+    (tmp_path / "plink").symlink_to(pairs)
+    assert nli(pairs, "--out", tmp_path / "plink", "--force") == 2
+    assert "would overwrite the input" in capsys.readouterr().err
+    assert pairs.read_text().count("\n") == 2

@@ -303,3 +303,22 @@ def test_tensors_and_nested_lists_give_the_masks_of_their_array(convert) -> None
 def test_sparse_tensors_and_ragged_lists_are_refused(acts, message) -> None:
     with pytest.raises(DataError, match=message):
         store_with_images(10).add_units("l", acts)
+
+
+@pytest.mark.parametrize("value", [2**53 + 1, -(2**53) - 1, 2**62])
+@pytest.mark.parametrize("threshold", [2.0**53, "quantile:0.5"])
+def test_integers_that_float64_cannot_hold_are_refused(value, threshold) -> None:
+    # compared as float64, 2**53 + 1 became 2**53 and was not above the threshold 2**53
+    store = cxql.ConceptStore.from_masks(np.eye(2, dtype=bool), ["a", "b"])
+    acts = np.array([[value], [0]], dtype=np.int64)
+    with pytest.raises(DataError, match=r"sample 0, unit 0 .*2\*\*53"):
+        store.add_units("l", acts, threshold)
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.uint64])
+def test_integers_up_to_2_to_the_53_compare_exactly(dtype) -> None:
+    store = cxql.ConceptStore.from_masks(np.eye(3, dtype=bool), ["a", "b", "c"])
+    acts = np.array([[2**53], [2**53 - 1], [0]], dtype=dtype)
+    layer = store.add_units("l", acts, float(2**53 - 2))
+    assert layer.unit_positions(0).tolist() == [0, 1]
+    assert store.add_units("m", acts, float(2**53 - 1)).unit_positions(0).tolist() == [0]

@@ -7,12 +7,15 @@ Nothing is ever unpickled: ``.npy`` is read with ``allow_pickle=False`` and
 ``.pt`` with ``weights_only=True``, and a file that holds other objects is
 refused with one error naming it. Tensors in bfloat16 become float32
 (exactly); sparse, quantized and complex ones are refused. Big
-``.npy`` and zip-format ``.pt`` files are memory-mapped, not read.
+``.npy`` and zip-format ``.pt`` files are memory-mapped, not read. Only
+regular files are opened: a named pipe would block forever.
 """
 
 from __future__ import annotations
 
+import os
 import pickle
+import stat
 import warnings
 import zipfile
 from pathlib import Path
@@ -32,10 +35,17 @@ SAVE_HINT = "save activations with numpy.save (.npy) or torch.save (.pt) as one 
 def load_activations(path: str | Path) -> np.ndarray:
     """The activation array saved at ``path`` (.npy memory-mapped, or .pt), or a DataError naming it."""
     p = Path(path)
-    if not p.exists():
-        raise DataError(f"{path}: no such file")
-    if p.is_dir():
+    try:
+        mode = os.stat(p).st_mode  # links followed; nothing is opened yet
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read activations ({exc.strerror})") from None
+    if stat.S_ISDIR(mode):
         raise DataError(f"{path}: is a directory, not an activation file")
+    if not stat.S_ISREG(mode):  # a named pipe would block open() until a writer comes, a device never ends
+        raise DataError(f"{path}: not a regular file (a named pipe, socket or device); "
+                        "activations must be saved in a file", hint=SAVE_HINT)
     try:
         with open(p, "rb") as f:
             head = f.read(8)

@@ -22,6 +22,7 @@ from ..errors import StoreError
 from ..resources import locate_store
 from ..subcommands import Command, Tools
 from .concept_store import ConceptStore
+from .commit import has_leftovers
 from .manifest import read_manifest
 from .signatures import concept_counts
 from .validate import file_crc32
@@ -50,6 +51,8 @@ def check_store(path: str | Path) -> tuple[list[str], list[str]]:
             if got != entry["crc32"]:
                 faults.append(f"{file}: checksum {got:08x}, the manifest says {entry['crc32']:08x}; "
                               "the file has changed since it was written")
+    if has_leftovers(path, manifest):
+        notes.append("the store holds files a killed writer left; the next change to the store removes them")
     if unchecked:
         notes.append(f"{unchecked} files have no checksum (format version {manifest['version']}); "
                      "saving the store again adds them")
@@ -90,6 +93,10 @@ def _check_contents(store: ConceptStore, path: Path) -> list[str]:
         hist = np.asarray(layer.arrays["hist_sig"])
         if hist.size and (hist.min() < 0 or hist.max() >= s):
             faults.append(f"{path / files['hist_sig']['file']}: signature ids outside 0..{s - 1}")
+        try:
+            layer.histograms  # noqa: B018 - the checks a query runs first (cxql.store.layer_check)
+        except StoreError as exc:
+            faults.append(str(exc))
         pos = layer.arrays.get("mask_positions")
         if pos is not None and len(pos) and int(np.max(pos)) >= store.n_positions:
             faults.append(f"{path / files['mask_positions']['file']}: positions beyond {store.n_positions - 1}")

@@ -17,7 +17,8 @@ file lives on while mapped); a reader that finds a file gone re-reads the
 manifest (see :meth:`ConceptStore.open`). Leftovers of killed writers (a
 staging directory whose process is gone, an unreferenced ``gN``, a manifest
 temp file) are removed by the next writer under the lock. Nothing else is
-ever deleted: only files a manifest named, and cxql's own temporary names.
+ever deleted: only files a manifest named, and cxql's own temporary names,
+and only by a writer (opening a store deletes nothing).
 """
 
 from __future__ import annotations
@@ -34,8 +35,8 @@ from typing import Callable, Iterable
 import numpy as np
 
 from ..errors import StoreError, UsageError
-from .lock import store_lock, try_store_lock
-from .manifest import FORMAT, MANIFEST, read_manifest, referenced_files, to_json
+from .lock import store_lock
+from .manifest import FORMAT, MANIFEST, OWN_FILE, read_manifest, referenced_files, to_json
 from .validate import file_entry
 
 STAGING_PREFIX = ".cxql-tmp-"
@@ -53,17 +54,17 @@ def _step(name: str) -> None:
 def target_kind(path: Path, inputs: Iterable[str | os.PathLike] = (), force: bool = False) -> str:
     """How a store may be written at ``path``: 'new' (absent or empty), 'store' (replace a store) or 'force'.
 
-    Anything else at ``path`` (a dataset, a source tree, an input file) is
-    refused unless ``force``; an input of the build is refused always.
+    ``path`` is taken as what it points to (:func:`resolved`): a link to a
+    store updates that store. Anything else at ``path`` (a dataset, a source
+    tree, an input file) is refused unless ``force``. A path equal to an
+    input, above one or inside one (a dataset's folder is read whole) is
+    refused always, ``force`` or not: replacing it would delete what is read.
     """
-    out = Path(os.path.abspath(path))
-    for source in inputs:
-        inp = Path(os.path.abspath(source))
-        if out == inp or inp.is_relative_to(out):
-            raise UsageError(f"--out {path} would overwrite the input {source}; choose another output path")
+    check_not_input(path, inputs)
+    out = resolved(path)
     if not os.path.lexists(out):
         return "new"
-    if out.is_dir() and not out.is_symlink():
+    if out.is_dir():
         if not any(out.iterdir()):
             return "new"
         if is_store(out):
@@ -78,6 +79,25 @@ def target_kind(path: Path, inputs: Iterable[str | os.PathLike] = (), force: boo
         return "force"
     raise UsageError(f"{path} exists and is not a cxql store; refusing to replace it "
                      "(choose another --out, or pass --force to replace it anyway)")
+
+
+def resolved(path: str | os.PathLike) -> Path:
+    """``path`` with every link followed (also a dangling last one), so a link and its target are one place."""
+    return Path(os.path.realpath(path))
+
+
+def check_not_input(path: str | os.PathLike, inputs: Iterable[str | os.PathLike]) -> None:
+    """Refuse an output that is an input, holds one, or lies inside one (links followed on both sides)."""
+    outs = {Path(os.path.abspath(path)), resolved(path)}
+    for source in inputs:
+        for inp in {Path(os.path.abspath(source)), resolved(source)}:
+            for out in outs:
+                if out == inp or inp.is_relative_to(out):
+                    raise UsageError(f"--out {path} would overwrite the input {source}; "
+                                     "choose another output path")
+                if out.is_relative_to(inp) and not inp.is_file():  # under a file: the write fails by itself
+                    raise UsageError(f"--out {path} is inside the input {source}, which the build reads; "
+                                     "choose an output path outside it")
 
 
 def is_store(path: Path) -> bool:
@@ -250,6 +270,8 @@ def tidy(path: Path, manifest: dict, old: dict | None = None) -> list[Path]:
             removed.append(top)
     root = os.path.realpath(path)
     for rel in sorted(candidates - keep):
+        if not (OWN_FILE.fullmatch(rel) or _GENERATION.fullmatch(rel.split("/", 1)[0]) or rel.startswith(MANIFEST_TMP)):
+            continue  # not a name cxql gives its files: never ours to delete
         file = path / rel
         if os.path.realpath(file.parent) != root and not os.path.realpath(file.parent).startswith(root + os.sep):
             continue  # a linked folder: what it points at is not ours
@@ -265,13 +287,6 @@ def _prune_empty(directory: Path, root: Path) -> None:
     while directory != root and directory.is_dir() and not any(directory.iterdir()):
         directory.rmdir()
         directory = directory.parent
-
-
-def tidy_if_free(path: Path) -> None:
-    """Clean leftovers when no writer holds the lock (a cheap no-op otherwise)."""
-    with try_store_lock(path) as held:
-        if held:
-            tidy(path, read_manifest(path))
 
 
 def has_leftovers(path: Path, manifest: dict) -> bool:

@@ -43,7 +43,7 @@ from . import signatures as sig
 from . import units as un
 from . import ids
 from . import validate_input as vi
-from .commit import has_leftovers, new_staging, save_arrays, tidy_if_free, update_store
+from .commit import new_staging, save_arrays, update_store
 from .ids import SampleLocalIds
 from .layer import Layer
 from .manifest import check_segment, read_manifest
@@ -244,6 +244,7 @@ class ConceptStore:
 
     def _masks_from_activations(self, activations, thresholds, progress) -> un.UnitMasks:
         if "samples" in self.arrays:  # irregular samples: one value per sample, spread over its positions
+            un.check_exact_integers(np.asarray(activations))
             values = np.asarray(activations, dtype=np.float64)
             un.check_finite(values)
             return _spread_sample_masks(values > thresholds[None, :], self.sample_offsets)
@@ -268,12 +269,14 @@ class ConceptStore:
         meta = {"units": masks.n_units, "encoding": encoding, "threshold": rule.to_json(),
                 "activations": activations is not None}
         if self.path is None:
-            self.layers[name] = Layer(name, meta, arrays, self.n_positions)
+            self.layers[name] = Layer(name, meta, arrays, self.n_positions, self.signature_counts)
             self.manifest["layers"][name] = meta
             return self.layers[name]
 
         def change(new: dict, staged: dict) -> None:
-            vi.check_new_layer(new["layers"], name, replace)  # again under the lock: another writer may have added it
+            if name in new["layers"] and not replace:  # checked again under the lock: another writer added it
+                raise StoreError(f"{self.path}: layer {name!r} was added by another process meanwhile",
+                                 hint="choose another name, or replace it with --replace (replace=True)")
             new["layers"][name] = {**meta, "arrays": staged.get(name, {})}
         self._commit({f"layers/{name}": arrays}, change)
         return self.layers[name]
@@ -288,7 +291,7 @@ class ConceptStore:
             old = self.layers[layer]
             self.manifest["layers"][layer] = {**self.manifest["layers"][layer], **meta}
             self.layers[layer] = Layer(layer, self.manifest["layers"][layer], {**old.arrays, **arrays},
-                                       self.n_positions)
+                                       self.n_positions, self.signature_counts)
             return self.layers[layer]
 
         def change(new: dict, staged: dict) -> None:
@@ -345,9 +348,12 @@ class ConceptStore:
 
         ``path`` may be absent, an empty directory or a cxql store (which is
         replaced); anything else is refused unless ``force``, and ``inputs``
-        (the files the store was built from) never.
+        (the files the store was built from) never, nor a path inside or above
+        this store's own folder (it is read while writing), but that folder itself.
         """
         path = Path(path)
+        if self.path is not None and os.path.realpath(self.path) != os.path.realpath(path):
+            inputs = [*inputs, self.path]
         with StoreWriter(path, tag="save", force=force, inputs=inputs) as writer:
             plain = self.arrays.get("position_sig")
             local = plain is not None and writer.write_sample_local(plain, self.sample_offsets, plain.dtype)
@@ -371,7 +377,9 @@ class ConceptStore:
 
         A writer may switch the manifest and delete the old files while we
         open; then a file goes missing, the manifest has changed, and we open
-        the new generation instead, so a reader sees one whole store.
+        the new generation instead, so a reader sees one whole store. Opening
+        deletes nothing: what a killed writer left is removed by the next
+        writer, under the lock.
         """
         path = Path(path)
         if not path.is_dir():
@@ -380,12 +388,7 @@ class ConceptStore:
         for key, value in bulk_arrays(manifest).items():
             arrays.setdefault(key, value)
         verify_counts(path, manifest, arrays)
-        if has_leftovers(path, manifest):
-            try:
-                tidy_if_free(path)
-            except (OSError, StoreError):
-                pass  # a read-only or busy store: the next writer cleans up
-        return cls(manifest, arrays, layers, path)
+        return cls(manifest, arrays, layers, path)  # leftovers of a killed writer: the next writer removes them
 
 
 def _layer_name(name: str) -> str:

@@ -12,17 +12,21 @@ from typing import Any, Mapping
 import numpy as np
 
 from . import units as un
+from .layer_check import checked_histograms
 
 
 class Layer:
     """A layer's unit masks, histograms and thresholds (arrays mapped lazily)."""
 
     def __init__(self, name: str, meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray],
-                 n_positions: int) -> None:
+                 n_positions: int, sig_counts: np.ndarray | None = None,
+                 files: Mapping[str, str] | None = None) -> None:
         self.name = name
         self.meta = dict(meta)
         self.arrays = dict(arrays)
         self.n_positions = n_positions
+        self.sig_counts = sig_counts  # positions per signature of the store: bounds the histogram counts
+        self.files = dict(files or {})  # array key -> file, to name in errors
 
     @property
     def n_units(self) -> int:
@@ -54,9 +58,20 @@ class Layer:
                 f"masks as {self.meta['encoding']}")
 
     @cached_property
+    def histograms(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(indptr, signature ids, counts): the per-unit signature histograms, checked on first use.
+
+        Every IoU is computed from these, so a damaged byte must be an error,
+        not a different answer (:mod:`cxql.store.layer_check`).
+        """
+        counts = self.sig_counts
+        if counts is None:  # a layer made in memory by this process: only the id range can be checked
+            counts = np.full(int(np.max(self.arrays["hist_sig"], initial=-1)) + 1, np.iinfo(np.int64).max)
+        return checked_histograms(self.name, self.arrays, self.meta["encoding"], counts, self.files)
+
+    @cached_property
     def mask_sizes(self) -> np.ndarray:
         """int64 [U]: |M_u| for every unit."""
-        ptr = self.arrays["hist_indptr"]
-        cnt = np.asarray(self.arrays["hist_count"], dtype=np.int64)
+        ptr, _, cnt = self.histograms
         sums = np.concatenate([[0], np.cumsum(cnt)])
         return sums[ptr[1:]] - sums[ptr[:-1]]

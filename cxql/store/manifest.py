@@ -19,9 +19,13 @@ from __future__ import annotations
 import json
 import os
 import re
+import math
 import stat
+from collections import Counter
 from pathlib import Path
 from typing import Any, Callable
+
+import numpy as np
 
 from ..errors import StoreError
 
@@ -30,11 +34,16 @@ VERSION = 2
 READABLE = (1, 2)
 MANIFEST = "manifest.json"
 MAX_MANIFEST_BYTES = 64 << 20
+KINDS = ("vision", "text")
+THRESHOLD_KINDS = ("quantile", "absolute", "masks")
 
 _SEGMENT = re.compile(r"[^./\\\x00-\x1f\x7f][^/\\\x00-\x1f\x7f]{0,199}")
 _V1_LAYER_FILES = {"positions": ("hist_indptr", "hist_sig", "hist_count", "mask_indptr", "mask_positions"),
                    "bits": ("hist_indptr", "hist_sig", "hist_count", "mask_bits")}
 _V1_POSITION_FILES = ("position_local", "sample_sig_indptr", "sample_sig_table")
+_SEG = r"[^./\\\x00-\x1f\x7f][^/\\\x00-\x1f\x7f]{0,199}"
+#: The names cxql gives array files: KEY.npy, layers/LAYER/KEY.npy, each possibly under a generation gN/.
+OWN_FILE = re.compile(rf"(?:g\d+/)?(?:layers/{_SEG}/)?{_SEG}\.npy")
 
 
 def check_segment(name: Any, what: str = "layer name") -> str:
@@ -134,7 +143,7 @@ def check_manifest(manifest: Any, path: Path) -> dict:
     if not _is_int(version) or version not in READABLE:
         raise StoreError(f"{source}: store format version {version!r}; this cxql reads versions "
                          + ", ".join(map(str, READABLE)))
-    _require(manifest, "kind", lambda v: isinstance(v, str), "a string", source)
+    _require(manifest, "kind", lambda v: isinstance(v, str) and v in KINDS, " or ".join(map(repr, KINDS)), source)
     for key in ("n_positions", "n_samples", "n_signatures"):
         _require(manifest, key, _count, "a non-negative integer", source)
     _require(manifest, "mask_shape", lambda v: v is None or (isinstance(v, list) and v and
@@ -147,6 +156,11 @@ def check_manifest(manifest: Any, path: Path) -> dict:
             raise StoreError(f"{source}: concepts[{i}] must have a string name and category")
         if version == 1 and not _count(c.get("count")):
             raise StoreError(f"{source}: concepts[{i}] needs a non-negative integer count")
+    qualified = Counter(f"{c['category']}:{c['name']}" if c["category"] else c["name"] for c in concepts)
+    repeated = [name for name, k in qualified.items() if k > 1]
+    if repeated:
+        raise StoreError(f"{source}: concept names are repeated within their category: "
+                         + ", ".join(map(repr, repeated[:5])))
     layers = _require(manifest, "layers", lambda v: isinstance(v, dict), "an object", source)
     for name, meta in layers.items():
         check_layer_meta(name, meta, source, version)
@@ -163,9 +177,25 @@ def check_manifest(manifest: Any, path: Path) -> dict:
     old = manifest.setdefault("retired", [])
     if not isinstance(old, list):
         raise StoreError(f"{source}: key 'retired' must be a list of file names")
+    used = referenced_files(manifest)
     for rel in old:
-        check_relpath(rel, source)
+        check_retired(rel, used, source)
     return manifest
+
+
+def check_retired(rel: Any, used: set[str], source: Path) -> str:
+    """A file a writer may delete: one cxql wrote (:data:`OWN_FILE`) that the manifest no longer names.
+
+    ``retired`` lists files an earlier generation named, for the next writer
+    to delete; a hand-edited entry naming the manifest, the lock, a user's
+    file or an array still in use would make that writer delete it.
+    """
+    if not isinstance(rel, str) or not OWN_FILE.fullmatch(rel):
+        raise StoreError(f"{source}: 'retired' names {rel!r}, which is not an array file cxql writes")
+    check_relpath(rel, source)
+    if rel in used:
+        raise StoreError(f"{source}: 'retired' names {rel!r}, which the manifest still has in use")
+    return rel
 
 
 def check_layer_meta(name: Any, meta: Any, source: Path, version: int) -> None:
@@ -177,10 +207,9 @@ def check_layer_meta(name: Any, meta: Any, source: Path, version: int) -> None:
     if not isinstance(meta, dict):
         raise StoreError(f"{source}: {where} must be an object")
     checks = {"units": (_count, "a non-negative integer"),
-              "encoding": (lambda v: v in _V1_LAYER_FILES, "'positions' or 'bits'"),
-              "threshold": (lambda v: isinstance(v, dict) and v.get("kind") in ("quantile", "absolute", "masks")
-                            and isinstance(v.get("value"), (int, float)) and not isinstance(v.get("value"), bool),
-                            "an object with a kind and a numeric value"),
+              "encoding": (lambda v: isinstance(v, str) and v in _V1_LAYER_FILES, "'positions' or 'bits'"),
+              "threshold": (_threshold, "an object with a kind (" + ", ".join(THRESHOLD_KINDS)
+                            + ") and a finite numeric value"),
               "activations": (lambda v: isinstance(v, bool), "true or false")}
     if version == 2:
         checks["arrays"] = (lambda v: isinstance(v, dict), "an object")
@@ -193,6 +222,20 @@ def check_layer_meta(name: Any, meta: Any, source: Path, version: int) -> None:
         _check_entries(meta["arrays"], source, f"{where} arrays")
 
 
+def _threshold(v: Any) -> bool:
+    if not isinstance(v, dict) or not isinstance(v.get("kind"), str) or v["kind"] not in THRESHOLD_KINDS:
+        return False
+    value = v.get("value")
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _dtype(v: Any) -> bool:
+    try:
+        return isinstance(v, str) and not np.dtype(v).hasobject
+    except (TypeError, ValueError):
+        return False
+
+
 def _check_entries(arrays: dict, source: Path, where: str) -> None:
     for key, entry in arrays.items():
         if not _entry(entry):
@@ -202,9 +245,8 @@ def _check_entries(arrays: dict, source: Path, where: str) -> None:
         missing = [f for f in ("dtype", "shape", "bytes", "crc32") if f not in entry]
         if missing:
             raise StoreError(f"{source}: {where} entry {key!r} is missing {missing[0]!r}")
-        for field, ok in (("dtype", lambda v: isinstance(v, str)), ("shape", lambda v: isinstance(v, list)
-                                                                    and all(_count(x) for x in v)),
-                          ("bytes", _count), ("crc32", _count)):
+        for field, ok in (("dtype", _dtype), ("shape", lambda v: isinstance(v, list) and all(_count(x) for x in v)),
+                          ("bytes", _count), ("crc32", lambda v: _count(v) and v < 2**32)):
             if field in entry and not ok(entry[field]):
                 raise StoreError(f"{source}: {where} entry {key!r} has a bad {field!r}: {_short(entry[field])}")
 

@@ -72,11 +72,13 @@ def open_arrays(path: Path, manifest: dict) -> tuple[dict[str, np.ndarray], dict
     per = int(np.prod(manifest["mask_shape"])) if manifest["mask_shape"] else 1
     if "samples" not in arrays and n != n_samples * per:
         raise StoreError(f"{path / MANIFEST}: {n} positions is not {n_samples} samples of {per}")
-    layers = {name: open_layer(path, name, meta, n, n_samples) for name, meta in manifest["layers"].items()}
+    layers = {name: open_layer(path, name, meta, n, n_samples, arrays["sig_counts"])
+              for name, meta in manifest["layers"].items()}
     return arrays, layers
 
 
-def open_layer(path: Path, name: str, meta: dict, n_positions: int, n_samples: int) -> Layer:
+def open_layer(path: Path, name: str, meta: dict, n_positions: int, n_samples: int,
+               sig_counts: np.ndarray | None = None) -> Layer:
     """One layer's arrays, checked against its unit count and the store's sizes."""
     units, entries = meta["units"], meta["arrays"]
     where = path / MANIFEST
@@ -104,7 +106,8 @@ def open_layer(path: Path, name: str, meta: dict, n_positions: int, n_samples: i
         _check_pointer(arrays, entries, path, "mask_indptr", len(arrays["mask_positions"]))
     if "classifier" in meta:
         _check_classifier(meta["classifier"], arrays, where, name)
-    return Layer(name, {k: v for k, v in meta.items() if k != "arrays"}, arrays, n_positions)
+    return Layer(name, {k: v for k, v in meta.items() if k != "arrays"}, arrays, n_positions, sig_counts,
+                 {k: str(path / e["file"]) for k, e in entries.items()})
 
 
 def _check_classifier(entry: Any, arrays: dict, where: Path, name: str) -> None:
@@ -140,6 +143,13 @@ VERIFY_COUNTS_BYTES = 1 << 18
 
 def verify_counts(path: Path, manifest: dict, arrays: dict[str, np.ndarray]) -> None:
     """Concept counts enter every IoU: recompute them when cheap (``cxql store check`` always does)."""
+    files = {k: path / e["file"] for k, e in manifest["arrays"].items()}
+    per_sig = arrays["sig_counts"]
+    if per_sig.nbytes <= 64 * VERIFY_COUNTS_BYTES:  # one value per signature: cheap, and checked first
+        total = int(np.sum(per_sig, dtype=np.uint64))
+        if total != manifest["n_positions"]:
+            raise StoreError(f"{files['sig_counts']}: counts {total} positions in all, but the store has "
+                             f"{manifest['n_positions']}; the file is damaged")
     bits = arrays["signatures"]
     if bits.nbytes > VERIFY_COUNTS_BYTES:
         return
@@ -148,7 +158,6 @@ def verify_counts(path: Path, manifest: dict, arrays: dict[str, np.ndarray]) -> 
     stored = np.asarray(arrays["concept_counts"], dtype=np.int64)
     if not np.array_equal(counts, stored):
         bad = int(np.flatnonzero(counts != stored)[0])
-        files = {k: path / e["file"] for k, e in manifest["arrays"].items()}
         where = files.get("concept_counts", path / "manifest.json")
         raise StoreError(f"{where}: concept {manifest['concepts'][bad]['name']!r} has count {stored[bad]}, "
                          f"but {files['signatures'].name} and {files['sig_counts'].name} give {counts[bad]}")

@@ -136,18 +136,51 @@ def check_finite(block: np.ndarray, start: int = 0, axis_name: str = "sample", p
     Rows are samples ([n, U, ...] blocks, which also name the unit) or units
     ([U, n * per_sample] blocks, which name the sample when ``per_sample``).
     """
+    check_exact_integers(block, start, axis_name, per_sample)
+    if block.dtype.kind not in "fc":
+        return
     bad = ~np.isfinite(block)
     if not bad.any():
         return
     where = np.argwhere(bad)[0]
     value = block[tuple(where)]
     kind = "NaN" if np.isnan(value) else ("inf" if value > 0 else "-inf")
+    raise DataError(f"activations of {_place(block, where, start, axis_name, per_sample)} contain {kind}; "
+                    "every activation must be a finite number")
+
+
+#: Integers above this magnitude have no exact float64 value, and thresholds are float64.
+EXACT_INT = 2**53
+
+
+def check_exact_integers(block: np.ndarray, start: int = 0, axis_name: str = "sample", per_sample: int = 0) -> None:
+    """Refuse 64-bit integer activations beyond 2**53 in magnitude (smaller integer types always fit).
+
+    Thresholds and quantiles are float64, and so is the comparison for wide
+    integers: 2**53 + 1 would become 2**53 and fall on the wrong side of a
+    threshold. Rather than compare some values exactly and others not, such
+    values are refused, naming the first one (call before any cast to float).
+    """
+    if block.dtype.kind not in "iu" or block.dtype.itemsize < 8:
+        return
+    bad = block > EXACT_INT
+    if block.dtype.kind == "i":
+        bad |= block < -EXACT_INT
+    if not bad.any():
+        return
+    where = np.argwhere(bad)[0]
+    raise DataError(f"activations of {_place(block, where, start, axis_name, per_sample)} hold "
+                    f"{int(block[tuple(where)])}, beyond +-2**53: float64 thresholds cannot compare it exactly",
+                    hint="scale the activations, or save them as float64 if rounding is acceptable")
+
+
+def _place(block: np.ndarray, where: np.ndarray, start: int, axis_name: str, per_sample: int) -> str:
     place = f"{axis_name} {start + int(where[0])}"
     if axis_name == "sample" and block.ndim > 1:
         place += f", unit {int(where[1])}"
     elif per_sample and block.ndim > 1:
         place = f"sample {int(where[1]) // per_sample}, {place}"
-    raise DataError(f"activations of {place} contain {kind}; every activation must be a finite number")
+    return place
 
 
 def compare_dtype(dtype: np.dtype) -> np.dtype:
@@ -156,7 +189,8 @@ def compare_dtype(dtype: np.dtype) -> np.dtype:
     float16/32 and small integers are exact in float32, where
     :func:`float32_thresholds` makes the comparison exact at half the memory;
     float64 and wide integers are compared in float64, or a value a hair
-    below the threshold could round up past it.
+    below the threshold could round up past it; 64-bit integers beyond
+    2**53, which float64 cannot hold, are refused (:func:`check_exact_integers`).
     """
     dtype = np.dtype(dtype)
     exact = (dtype.kind == "f" and dtype.itemsize <= 4) or (dtype.kind in "iu" and dtype.itemsize <= 2)
@@ -188,8 +222,10 @@ def unit_thresholds(acts: np.ndarray, threshold: Threshold, block_bytes: int = B
     chunk_units = max(1, block_bytes // max(1, per_unit))
     out = np.empty(n_units, dtype=np.float64)
     for start in range(0, n_units, chunk_units):
-        block = np.asarray(acts[:, start:start + chunk_units], dtype=np.float64)
-        block = np.moveaxis(block, 1, 0).reshape(block.shape[1], -1)
+        raw = np.asarray(acts[:, start:start + chunk_units])
+        raw = np.moveaxis(raw, 1, 0).reshape(raw.shape[1], -1)
+        check_exact_integers(raw, start, "unit", int(np.prod(acts.shape[2:])))
+        block = raw.astype(np.float64)
         check_finite(block, start, "unit", int(np.prod(acts.shape[2:])))
         out[start:start + block.shape[0]] = np.quantile(block, threshold.value, axis=1)
     return out
@@ -229,7 +265,9 @@ def active_positions(acts: np.ndarray, thresholds: np.ndarray, mask_shape: tuple
     raw_size = int(np.prod(acts.shape[2:]))
     chunk = max(1, block_bytes // (dtype.itemsize * acts.shape[1] * raw_size))
     for start in range(0, acts.shape[0], chunk):
-        block = np.array(acts[start:start + chunk], dtype=dtype)
+        raw = np.asarray(acts[start:start + chunk])
+        check_exact_integers(raw, start)
+        block = np.array(raw, dtype=dtype)
         check_finite(block, start)
         peak = block.reshape(block.shape[0], block.shape[1], -1).max(axis=2)           # [n, U]
         unit, sample = np.nonzero((peak > t[None, :]).T)                               # by unit, then sample

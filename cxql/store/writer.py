@@ -26,7 +26,7 @@ import numpy as np
 
 from ..errors import StoreError
 from . import commit, ids
-from .commit import _alive, new_staging, public, staged_entries, target_kind, update_store, write_manifest
+from .commit import _alive, new_staging, public, resolved, staged_entries, target_kind, update_store, write_manifest
 from .manifest import FORMAT, VERSION
 from .signatures import smallest_uint
 
@@ -87,8 +87,8 @@ class StoreWriter:
 
     def __init__(self, path: str | os.PathLike, tag: str = "build", *, force: bool = False,
                  inputs: Sequence[str | os.PathLike] = ()) -> None:
-        self.path = Path(path)
-        self.mode = target_kind(self.path, inputs, force)
+        self.mode = target_kind(Path(path), inputs, force)
+        self.path = resolved(path)  # a link to a store: that store is written
         if self.mode == "store":
             self.tmp = new_staging(self.path)
         else:
