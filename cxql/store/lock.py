@@ -49,22 +49,3 @@ def store_lock(path: Path, timeout: float = DEFAULT_TIMEOUT) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # closing the descriptor releases the lock
-
-
-@contextmanager
-def try_store_lock(path: Path) -> Iterator[bool]:
-    """Take the lock only if it is free (and the store writable); yield whether it was taken."""
-    try:
-        fd = os.open(Path(path) / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
-    except OSError:
-        yield False
-        return
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            yield False
-            return
-        yield True
-    finally:
-        os.close(fd)
