@@ -75,6 +75,18 @@ def test_record_matches_activations_computed_by_hand(broden_store, tmp_path):
     assert len(rows) == 3
 
 
+def test_record_stopped_attaches_nothing_and_leaves_no_scratch_file(broden_store):
+    from cxql.errors import Cancelled
+
+    batches = []
+    with pytest.raises(Cancelled):
+        record(make_model(), "2", broden_store, batch_size=3, device="cpu", progress=batches.append,
+               should_stop=lambda: len(batches) >= 1)
+    assert batches == [3]                                          # stopped after the first batch
+    assert "2" not in cxql.ConceptStore.open(broden_store.path).layers
+    assert not list(broden_store.path.glob(".activations-*"))
+
+
 def test_record_from_arrays_thresholds_and_out(tmp_path):
     model = make_model()
     images = torch.randn(10, 3, 8, 8)
