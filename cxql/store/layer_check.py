@@ -81,7 +81,12 @@ def _unit(indptr: np.ndarray, entry: int) -> int:
 
 
 def _mask_sizes(arrays: Mapping[str, np.ndarray], encoding: str) -> tuple[np.ndarray | None, str]:
-    """Each unit's mask size from the masks themselves, when that is cheap (None otherwise)."""
+    """Each unit's mask size from the masks themselves, when that is cheap (None otherwise).
+
+    A layer built in memory from histograms alone (``benchmarks/search.py``) has no masks to compare.
+    """
+    if "mask_indptr" not in arrays and "mask_bits" not in arrays:
+        return None, "mask_bits"
     if encoding == "positions":
         return np.diff(np.asarray(arrays["mask_indptr"], dtype=np.int64)), "mask_indptr"
     bits = arrays["mask_bits"]
