@@ -54,6 +54,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import cxql  # noqa: E402
+import cxql.model  # noqa: E402
 from digits_model import WEIGHTS, DigitsCNN, load_model, run, save_weights  # noqa: E402
 
 SEED = 0
@@ -391,6 +392,9 @@ def build(weights: Path = WEIGHTS, retrain: bool = False) -> cxql.ConceptStore:
                                          sample_ids=[f"digit{i:04d}" for i in range(len(images))],
                                          mask_shape=MASK_SHAPE, metadata=metadata)
     store.arrays["images"] = pictures(pixels)  # saved with the store; cxql report draws them
+    # the model travels with the store (weights, inputs, targets), so ABLATE works after pip install
+    cxql.model.attach(store, "cxql.models.digits:untrained", load_model(weights), pixels[:, None], targets,
+                      [str(d) for d in range(10)], {name: name for name in LAYERS})
     for name, plan in LAYERS.items():
         store.add_units(name, acts[name], threshold=plan.threshold, keep_activations=plan.keep_activations)
     return store
