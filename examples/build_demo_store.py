@@ -299,6 +299,19 @@ def broadcast(per_image: np.ndarray, shape: tuple[int, int] = MASK_SHAPE) -> np.
     return np.broadcast_to(np.asarray(per_image, dtype=bool)[:, None, None], (len(per_image),) + shape)
 
 
+#: Noun phrases for DESCRIBE (metadata ``concept_phrases``; "" names what a formula with no other head covers).
+PHRASES = {"": "pixels", "pixel:ink": "ink", "pixel:background": "background",
+           **{f"region:{r}": f"the {r} third of the frame" for r in ("upper", "lower", "left", "right")},
+           "region:centre": "the centre of the frame",
+           "stroke:hole": "holes", "stroke:loop": "loops", "stroke:endpoint": "stroke ends",
+           "stroke:junction": "junctions", "stroke:horizontal": "horizontal strokes",
+           "stroke:vertical": "vertical strokes",
+           **{f"edge:{e}-edge": f"{e} edges of strokes" for e in ("top", "bottom", "left", "right")},
+           **{f"label:{d}": f"images of a {d}" for d in range(10)},
+           **{f"pred:{d}": f"images the model reads as {d}" for d in range(10)},
+           "outcome:correct": "images the model gets right", "outcome:wrong": "images the model gets wrong"}
+
+
 def concept_masks(intensity: np.ndarray, targets: np.ndarray, preds: np.ndarray
                   ) -> tuple[list[np.ndarray], list[str], list[str], dict[str, str]]:
     """(masks [N, H, W] each, names, categories, descriptions) of every concept, in store order."""
@@ -386,6 +399,7 @@ def build(weights: Path = WEIGHTS, retrain: bool = False) -> cxql.ConceptStore:
         "test_samples": test_idx.tolist(),
         "images": "images.npy: uint8 [samples, 16, 16], each digit as the model sees it, dark ink on white",
         "concepts": about,
+        "concept_phrases": PHRASES,
         "versions": versions(),
     }
     store = cxql.ConceptStore.from_masks(np.stack([m.reshape(-1) for m in masks], axis=1), names, cats,

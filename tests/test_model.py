@@ -38,7 +38,7 @@ def tiny_store(n: int = 60, seed: int = 0) -> tuple[cxql.ConceptStore, Tiny, np.
     with torch.no_grad():
         hidden = model.hidden(torch.from_numpy(x)).numpy()
         targets = model(torch.from_numpy(x)).argmax(1).numpy()
-    targets = np.where(rng.random(n) < 0.2, (targets + 1) % 3, targets)  # some mistakes
+    targets = np.where(rng.random(n) < 0.5, rng.integers(0, 3, n), targets)  # every class, some mistakes
     concepts = np.stack([x[:, 0] > 0, x[:, 1] > 0, targets == 0], axis=1)
     store = cxql.ConceptStore.from_masks(concepts, ["right", "up", "zero"], ["side", "side", "label"])
     store.add_unit_masks("hidden", hidden > 0)
