@@ -49,6 +49,7 @@ class AttachedModel:
     targets: np.ndarray
     classes: list[str]
     modules: dict[str, str]
+    output: str | None = None  # the module that maps the last layer to class scores (a Linear)
 
     def module_for(self, layer: str) -> str:
         if layer not in self.modules:
@@ -58,12 +59,15 @@ class AttachedModel:
 
 
 def attach(store: "ConceptStore", factory: str, model: "torch.nn.Module", inputs: np.ndarray,
-           targets: Sequence[int], classes: Sequence[str], modules: Mapping[str, str]) -> None:
+           targets: Sequence[int], classes: Sequence[str], modules: Mapping[str, str],
+           output: str | None = None) -> None:
     """Record ``model`` in an in-memory ``store`` (call before ``save``).
 
     ``factory()`` must return the same architecture untrained; the weights
     come from ``model.state_dict()``. ``inputs`` has one entry per sample
     (the model's input for it), ``targets`` the true class index per sample.
+    ``output`` names the Linear module that turns the last layer into class
+    scores (for class contributions).
     """
     inputs = np.ascontiguousarray(inputs)
     targets = np.asarray(targets, dtype=np.int64)
@@ -73,6 +77,8 @@ def attach(store: "ConceptStore", factory: str, model: "torch.nn.Module", inputs
     if targets.size and (targets.min() < 0 or targets.max() >= len(classes)):
         raise DataError(f"attach: targets must lie in 0..{len(classes) - 1} (one per class name)")
     names = dict(model.named_modules())
+    if output is not None and output not in names:
+        raise DataError(f"attach: output module {output!r} is not in the model")
     for layer, module in modules.items():
         if module not in names:
             raise DataError(f"attach: layer {layer!r} names module {module!r}, which the model does not have")
@@ -81,7 +87,8 @@ def attach(store: "ConceptStore", factory: str, model: "torch.nn.Module", inputs
     store.arrays[INPUTS] = inputs
     store.arrays[TARGETS] = targets
     store.metadata[KEY] = {"factory": factory, "weights": f"arrays {WEIGHT_PREFIX}*", "inputs": INPUTS,
-                           "targets": TARGETS, "classes": [str(c) for c in classes], "layers": dict(modules)}
+                           "targets": TARGETS, "classes": [str(c) for c in classes], "layers": dict(modules),
+                           "output": output}
 
 
 def has_model(store: "ConceptStore") -> bool:
@@ -108,7 +115,7 @@ def load(store: "ConceptStore") -> AttachedModel:
         raise DataError(f"the store's model weights do not fit {spec['factory']}: {str(exc).splitlines()[0]}") from None
     return AttachedModel(spec["factory"], model.eval(), np.asarray(store.arrays[spec["inputs"]]),
                          np.asarray(store.arrays[spec["targets"]], dtype=np.int64), list(spec["classes"]),
-                         dict(spec["layers"]))
+                         dict(spec["layers"]), spec.get("output"))
 
 
 def predict(attached: AttachedModel, layer: str | None = None, units: Sequence[int] = (),

@@ -408,7 +408,7 @@ def build(weights: Path = WEIGHTS, retrain: bool = False) -> cxql.ConceptStore:
     store.arrays["images"] = pictures(pixels)  # saved with the store; cxql report draws them
     # the model travels with the store (weights, inputs, targets), so ABLATE works after pip install
     cxql.model.attach(store, "cxql.models.digits:untrained", load_model(weights), pixels[:, None], targets,
-                      [str(d) for d in range(10)], {name: name for name in LAYERS})
+                      [str(d) for d in range(10)], {name: name for name in LAYERS}, output="out")
     for name, plan in LAYERS.items():
         store.add_units(name, acts[name], threshold=plan.threshold, keep_activations=plan.keep_activations)
     return store
