@@ -26,12 +26,18 @@ class Tiny(nn.Module):
 
 
 def tiny() -> Tiny:
-    return Tiny().eval()
+    """Hand-set weights, so that every hidden unit matters: x+, x-, y+, y- -> a (x+), b (y+), c (x- and y-)."""
+    model = Tiny()
+    with torch.no_grad():
+        model.hidden[0].weight.copy_(torch.tensor([[1.0, 0], [-1, 0], [0, 1], [0, -1]]))
+        model.hidden[0].bias.zero_()
+        model.out.weight.copy_(torch.tensor([[2.0, 0, 0, 0], [0, 0, 2, 0], [0, 1, 0, 1]]))
+        model.out.bias.copy_(torch.tensor([0.0, 0.1, 0.2]))
+    return model.eval()
 
 
 def tiny_store(n: int = 60, seed: int = 0) -> tuple[cxql.ConceptStore, Tiny, np.ndarray, np.ndarray]:
     """An in-memory store of n one-position samples, a 4-unit layer, and the trained-ish Tiny attached."""
-    torch.manual_seed(seed)
     model = tiny()
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(n, 2)).astype(np.float32)
