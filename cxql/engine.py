@@ -255,11 +255,12 @@ class Session:
 @lru_cache(maxsize=1)
 def _handlers() -> dict[type, Callable[[Session, Any], Result]]:
     """Statement type -> handler; importing the handlers imports torch, so not before the first statement."""
-    from . import introspect
+    from . import ablate, describe, introspect, summary
     from . import statements as st
 
     return {s.FormulaStmt: st.formula, s.Eval: st.evaluate, s.Search: st.search, s.Match: st.match,
-            s.Let: st.let, s.Set: st.set_, s.Show: introspect.show, s.Explain: introspect.explain}
+            s.Let: st.let, s.Set: st.set_, s.Show: introspect.show, s.Explain: introspect.explain,
+            s.Describe: describe.describe, s.Summary: summary.summary, s.Ablate: ablate.ablate}
 
 
 def warm_up() -> None:

@@ -295,6 +295,19 @@ class _ToSyntax(Transformer):
     def ident_value(self, tok):
         return str(tok)
 
+    def describe_stmt(self, items):
+        return s.Describe(_whole(items[0]))
+
+    def summary_stmt(self, items):
+        name = _unescape(items[0]) if items[0].type == "STRING" else str(items[0])
+        return s.Summary(name, _whole(items[1]) if len(items) > 1 else None)
+
+    def ablate_units(self, items):
+        return s.Ablate(units=items[0])
+
+    def ablate_match(self, items):
+        return s.Ablate(formula=items[0], top=_whole(items[1]))
+
     def explain_stmt(self, items):
         return s.Explain(items[0])
 

@@ -53,6 +53,7 @@ class UnitReport:
     top: list[tuple[int, float]] = field(default_factory=list)
     metric: str = "iou"   # what the SEARCH maximised (``SET metric``), and its value
     score: float = 0.0
+    description: str = ""  # the formula in English (cxql.describe)
 
 
 # ------------------------------------------------------------------ computing
@@ -69,13 +70,17 @@ def unit_reports(session: Session, layer: str, units: str = "*", *, length: int 
         rows = session.execute(f"SEARCH unit {units} LENGTH {int(length)} BEAM {int(beam)}").rows
     unit_ids = [int(r["unit"]) for r in rows]
     scores = sample_scores(session.store, session.store.layers[layer], unit_ids)
+    from .describe import sentence
+
     metric = session.metric.name
     reports = []
     for r, column in zip(rows, scores.T):
         order = np.lexsort((np.arange(len(column)), -column))[:top]
         reports.append(UnitReport(int(r["unit"]), r["formula"], float(r["iou"]), float(r["precision"]),
                                   float(r["recall"]), int(r["mask_size"]),
-                                  [(int(s), float(column[s])) for s in order], metric, float(r[metric])))
+                                  [(int(s), float(column[s])) for s in order], metric, float(r[metric]),
+                                  sentence(parse_formula(r["formula"]), session.store)
+                                  if r["formula"] not in (None, "NONE") else ""))
     return reports
 
 
@@ -201,13 +206,14 @@ def _scores(r: UnitReport) -> str:
 
 
 def html_page(store_label: str, layer: str, reports: list[UnitReport], image_dir: str,
-              sample_names: list[str] | None) -> str:
+              sample_names: list[str] | None, extra: str = "") -> str:
     """A static page: one row per unit, best score (the search metric) first."""
     rows = []
     for r in sorted(reports, key=lambda r: (-r.score, r.unit)):
         captions = " &middot; ".join(html.escape(sample_names[s] if sample_names else f"sample {s}") for s, _ in r.top)
         rows.append(
             f'<tr id="unit{r.unit}"><td class="n">{r.unit}</td><td><b>{html.escape(r.formula)}</b><br>'
+            f'<i>{html.escape(r.description)}</i><br>'
             f'<span class="m">{_scores(r)} &middot; {r.mask_size:,} positions</span></td>'
             f'<td><img src="{html.escape(image_dir)}/unit_{r.unit:04d}.png" alt="unit {r.unit}" loading="lazy">'
             f'<div class="m">{captions}</div></td></tr>')
@@ -215,12 +221,12 @@ def html_page(store_label: str, layer: str, reports: list[UnitReport], image_dir
 <html><head><meta charset="utf-8"><title>{html.escape(layer)} - cxql report</title>
 <style>body{{font-family:sans-serif;margin:1.5em}} table{{border-collapse:collapse}}
 td{{border-top:1px solid #ddd;padding:6px 10px;vertical-align:top}} td.n{{font-size:1.3em;color:#555}}
-.m{{color:#666;font-size:.85em}} .key span{{display:inline-block;width:1em;height:1em;vertical-align:middle}}</style>
+.m{{color:#666;font-size:.85em}} table.s td{{padding:2px 8px;font-size:.9em}} .key span{{display:inline-block;width:1em;height:1em;vertical-align:middle}}</style>
 </head><body><h1>Layer {html.escape(layer)}</h1>
 <p>{html.escape(store_label)} &middot; {len(reports)} units, best IoU first.
 <span class="key"><span style="border:2px solid rgb{UNIT_COLOR}"></span> unit mask
 &nbsp;<span style="background:rgb{FORMULA_COLOR}"></span> formula mask</span></p>
-<table>{''.join(rows)}</table></body></html>
+<table>{''.join(rows)}</table>{extra}</body></html>
 """
 
 
@@ -233,7 +239,7 @@ def write_report(store: "ConceptStore | str | Path", layer: str, out: str | Path
     if layer not in session.store.layers:
         raise DataError(f"no layer {layer!r} in the store; layers: {', '.join(session.store.layers) or 'none'}")
     reports = unit_reports(session, layer, units, length=length, beam=beam, top=top, rows=rows)
-    return draw_report(session, layer, reports, out, tile=tile)
+    return draw_report(session, layer, reports, out, tile=tile, length=length)
 
 
 def check_report_out(out: Path) -> None:
@@ -248,8 +254,12 @@ def check_report_out(out: Path) -> None:
 
 
 def draw_report(session: Session, layer: str, reports: list[UnitReport], out: str | Path, *, tile: int = 112,
-                progress: Callable[[int], None] | None = None) -> Path:
-    """Write the PNGs, the HTML page and the JSON of computed reports; return the page's path."""
+                progress: Callable[[int], None] | None = None, length: int = 3) -> Path:
+    """Write the PNGs, the HTML page and the JSON of computed reports; return the page's path.
+
+    Below the units: the layer summary (its figure saved as ``LAYER_summary.png``) and, when the store
+    has an attached model fed by this layer, class contributions (:mod:`cxql.model_report`).
+    """
     store = session.store
     out = Path(out)
     check_report_out(out)
@@ -265,7 +275,10 @@ def draw_report(session: Session, layer: str, reports: list[UnitReport], out: st
             progress(1)
     label = str(store.path) if store.path else "in-memory store"
     page = out / f"{safe}.html"
-    page.write_text(html_page(label, layer, reports, safe, store.sample_names), encoding="utf-8")
+    from .model_report import sections
+
+    extra = sections(session, layer, {r.unit: r.formula for r in reports}, out, length)
+    page.write_text(html_page(label, layer, reports, safe, store.sample_names, extra), encoding="utf-8")
     (out / f"{safe}.json").write_text(json.dumps([asdict(r) for r in reports], indent=1), encoding="utf-8")
     return page
 
@@ -296,7 +309,8 @@ def _command(args: argparse.Namespace, tools: Tools) -> int:
     bar = tools.progress()
     bar.start(len(reports), "drawing units")
     try:
-        page = draw_report(session, args.layer, reports, args.out, tile=args.tile, progress=counter(bar))
+        page = draw_report(session, args.layer, reports, args.out, tile=args.tile, progress=counter(bar),
+                           length=args.length)
     finally:
         bar.finish()
     print(f"wrote {page} ({len(reports)} units)", file=sys.stderr)

@@ -265,7 +265,43 @@ class Explain:
         return f"EXPLAIN {self.statement}"
 
 
-Statement = Union[FormulaStmt, Eval, Search, Match, Let, Show, Set, Explain]
+@dataclass(frozen=True)
+class Describe:
+    """``DESCRIBE unit u``: the unit's best formula as an English sentence (cxql/describe.py)."""
+
+    unit: int
+
+    def __str__(self) -> str:
+        return f"DESCRIBE unit {self.unit}"
+
+
+@dataclass(frozen=True)
+class Summary:
+    """``SUMMARY LAYER name [LENGTH n]``: best scores by formula length, categories, operators (cxql/summary.py)."""
+
+    layer: str
+    length: int | None = None
+
+    def __str__(self) -> str:
+        length = "" if self.length is None else f" LENGTH {self.length}"
+        return f"SUMMARY LAYER {format_name(self.layer)}{length}"
+
+
+@dataclass(frozen=True)
+class Ablate:
+    """``ABLATE unit <units>`` or ``ABLATE MATCH f TOP k``: re-run the attached model without them (cxql/ablate.py)."""
+
+    units: Units | None = None
+    formula: Formula | None = None
+    top: int | None = None
+
+    def __str__(self) -> str:
+        if self.formula is not None:
+            return f"ABLATE MATCH {self.formula} TOP {self.top}"
+        return f"ABLATE unit {self.units}"
+
+
+Statement = Union[FormulaStmt, Eval, Search, Match, Let, Show, Set, Explain, Describe, Summary, Ablate]
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import cxql  # noqa: E402
+import cxql.model  # noqa: E402
 from digits_model import WEIGHTS, DigitsCNN, load_model, run, save_weights  # noqa: E402
 
 SEED = 0
@@ -298,6 +299,19 @@ def broadcast(per_image: np.ndarray, shape: tuple[int, int] = MASK_SHAPE) -> np.
     return np.broadcast_to(np.asarray(per_image, dtype=bool)[:, None, None], (len(per_image),) + shape)
 
 
+#: Noun phrases for DESCRIBE (metadata ``concept_phrases``; "" names what a formula with no other head covers).
+PHRASES = {"": "pixels", "pixel:ink": "ink", "pixel:background": "background",
+           **{f"region:{r}": f"the {r} third of the frame" for r in ("upper", "lower", "left", "right")},
+           "region:centre": "the centre of the frame",
+           "stroke:hole": "holes", "stroke:loop": "loops", "stroke:endpoint": "stroke ends",
+           "stroke:junction": "junctions", "stroke:horizontal": "horizontal strokes",
+           "stroke:vertical": "vertical strokes",
+           **{f"edge:{e}-edge": f"{e} edges of strokes" for e in ("top", "bottom", "left", "right")},
+           **{f"label:{d}": f"images of a {d}" for d in range(10)},
+           **{f"pred:{d}": f"images the model reads as {d}" for d in range(10)},
+           "outcome:correct": "images the model gets right", "outcome:wrong": "images the model gets wrong"}
+
+
 def concept_masks(intensity: np.ndarray, targets: np.ndarray, preds: np.ndarray
                   ) -> tuple[list[np.ndarray], list[str], list[str], dict[str, str]]:
     """(masks [N, H, W] each, names, categories, descriptions) of every concept, in store order."""
@@ -385,12 +399,16 @@ def build(weights: Path = WEIGHTS, retrain: bool = False) -> cxql.ConceptStore:
         "test_samples": test_idx.tolist(),
         "images": "images.npy: uint8 [samples, 16, 16], each digit as the model sees it, dark ink on white",
         "concepts": about,
+        "concept_phrases": PHRASES,
         "versions": versions(),
     }
     store = cxql.ConceptStore.from_masks(np.stack([m.reshape(-1) for m in masks], axis=1), names, cats,
                                          sample_ids=[f"digit{i:04d}" for i in range(len(images))],
                                          mask_shape=MASK_SHAPE, metadata=metadata)
     store.arrays["images"] = pictures(pixels)  # saved with the store; cxql report draws them
+    # the model travels with the store (weights, inputs, targets), so ABLATE works after pip install
+    cxql.model.attach(store, "cxql.models.digits:untrained", load_model(weights), pixels[:, None], targets,
+                      [str(d) for d in range(10)], {name: name for name in LAYERS}, output="out")
     for name, plan in LAYERS.items():
         store.add_units(name, acts[name], threshold=plan.threshold, keep_activations=plan.keep_activations)
     return store

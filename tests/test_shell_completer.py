@@ -28,14 +28,14 @@ CTX = CompletionContext(
           "\\save": MetaInfo("save", paths=True), "\\store": MetaInfo("store", paths=True)},
 )
 
-STATEMENTS = ["EVAL", "EXPLAIN", "LET", "MATCH", "SEARCH", "SET", "SHOW"]
+STATEMENTS = ["ABLATE", "DESCRIBE", "EVAL", "EXPLAIN", "LET", "MATCH", "SEARCH", "SET", "SHOW", "SUMMARY"]
 ALL_UNITS = ["*", "0..11"] + [str(u) for u in range(12)]
 EVERY_NAME = ["wet", "object:", "color:", "scene:", "texture:", "water", "river", "color:blue", "object:blue",
               "lobby", "long", '"traffic light"', '"top"', "t-shirt"]
 
 EXACTLY = [
     # statements
-    ("S", ["SEARCH", "SET", "SHOW", "scene:"]),
+    ("S", ["SEARCH", "SET", "SHOW", "SUMMARY", "scene:"]),
     ("se", ["search", "set"]),
     ("sho", ["show"]),
     ("Ex", ["EXPLAIN"]),

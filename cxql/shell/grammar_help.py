@@ -25,6 +25,9 @@ SUMMARIES = {
     "SHOW": "what the store and the session hold",
     "SET": "change a setting (SHOW settings lists them)",
     "EXPLAIN": "what a statement would do, without running it",
+    "DESCRIBE": "a unit's best formula as an English sentence",
+    "SUMMARY": "how well a layer is explained: best scores by formula length, categories, operators",
+    "ABLATE": "accuracy per class with units zeroed, against as many random units (the attached model)",
 }
 #: Words for the grammar's terminals and basic rules.
 TERMS = {

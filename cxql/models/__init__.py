@@ -1,0 +1,1 @@
+"""Model definitions that ship with cxql, so a bundled store's attached model rebuilds after ``pip install``."""
