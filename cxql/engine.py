@@ -205,7 +205,7 @@ class Session:
             if layer.activations is None:
                 raise QueryError(f"layer {layer.name!r} keeps no activations, so its threshold is fixed",
                                  hint="SET threshold = 'default', or re-add the layer with its activations")
-            thresholds = un.unit_thresholds(layer.activations, rule)
+            thresholds, upper = un.unit_bands(layer.activations, rule)
             estimate = memory.rethreshold_bytes(layer.activations, thresholds, self.store.n_positions,
                                                 un.BLOCK_BYTES)
             memory.check(estimate, self.settings["memory_limit"], f"unit masks of layer {layer.name!r} at "
@@ -220,7 +220,7 @@ class Session:
 
             self.progress.start(self.store.n_samples, what)
             try:
-                masks = self.store.unit_masks_for(layer.activations, thresholds, step)
+                masks = self.store.unit_masks_for(layer.activations, thresholds, step, upper)
             finally:
                 self.progress.finish()
             hists = un.histograms(masks, self.store.position_signatures)

@@ -178,7 +178,7 @@ def check_layer_meta(name: Any, meta: Any, source: Path, version: int) -> None:
         raise StoreError(f"{source}: {where} must be an object")
     checks = {"units": (_count, "a non-negative integer"),
               "encoding": (lambda v: v in _V1_LAYER_FILES, "'positions' or 'bits'"),
-              "threshold": (lambda v: isinstance(v, dict) and v.get("kind") in ("quantile", "absolute", "masks")
+              "threshold": (lambda v: isinstance(v, dict) and v.get("kind") in ("quantile", "absolute", "masks", "cluster", "given")
                             and isinstance(v.get("value"), (int, float)) and not isinstance(v.get("value"), bool),
                             "an object with a kind and a numeric value"),
               "activations": (lambda v: isinstance(v, bool), "true or false")}
