@@ -164,7 +164,7 @@ def search(session: Session, stmt: s.Search) -> Result:
         results = engine.search(ctx, units, length=length, beam=beam, distinct=distinct)
     rows, columns = search_rows(session, results, length, exact)
     if session.metric.needs_activations:
-        rows, columns = _ranked_search_rows(session, rows, results, columns)
+        rows, columns = ranked_search_rows(session, rows, results, columns)
     if stmt.accuracy:
         _add_accuracy(session, rows, columns)
     if exact:
@@ -196,7 +196,7 @@ def search_rows(session: Session, results: list[SearchResult], length: int,
     return rows, columns
 
 
-def _ranked_search_rows(session: Session, rows: list[dict[str, Any]], results: list[SearchResult],
+def ranked_search_rows(session: Session, rows: list[dict[str, Any]], results: list[SearchResult],
                         columns: list[str]) -> tuple[list[dict[str, Any]], list[str]]:
     """SEARCH rows under AUROC: the searcher's counts were rank sums, so each best formula is measured again
     as EVAL measures it (its own counts, mask size and auroc, p_value, auprc)."""
