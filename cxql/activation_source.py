@@ -42,6 +42,10 @@ class ActivationSource:
     def __init__(self, store: ConceptStore, layer: Layer) -> None:
         if layer.activations is None:
             raise masks_only_error(layer)
+        n = store.n_positions
+        if n * (n + 1) >= 2**53:  # doubled rank sums must stay exact in float64 (cxql.ranking_metrics)
+            raise QueryError(f"ranking {n:,} positions is beyond exact float64 rank sums (at most 94,906,265 "
+                             "positions); AUROC, p-values and AUPRC are not available on this store")
         self.store, self.layer = store, layer
         self._rankings: OrderedDict[int, Ranking] = OrderedDict()
         self._sums: dict[int, tuple[np.ndarray, float]] = {}

@@ -75,6 +75,10 @@ def evaluate(session: Session, stmt: s.Eval) -> Result:
     inters, sizes = unit_intersections(session, sig_mask)
     n = session.store.n_positions
     ranked = _ranked_scores(session, sig_mask, size)
+    note = None
+    if ranked and not session.metric.needs_activations and len(units) * n > RANK_BUDGET:
+        ranked, note = None, (f"auroc, p_value and auprc left out: ranking {len(units)} units over {n:,} positions "
+                              "takes one sort each; EVAL fewer units, or SET metric = 'auroc' to have them")
     rows: list[dict[str, Any]] = []
     many = len(units) > ROWS_PER_CHECK
     if many:
@@ -94,10 +98,13 @@ def evaluate(session: Session, stmt: s.Eval) -> Result:
         if many:
             session.progress.finish()
     columns = ["unit", "formula", *metric_columns(session, ranked is not None), "mask_size"]
-    return Result(str(stmt), "eval", columns, rows, _cancel_note(len(rows), len(units)))
+    return Result(str(stmt), "eval", columns, rows, _cancel_note(len(rows), len(units)) or note)
 
 
 RANKED_COLUMNS = ("auroc", "p_value", "auprc")
+#: EVAL adds the ranked columns by itself while (units x positions) stays under this (one sort per unit:
+#: about 2 s for 20M positions); beyond it only when the chosen metric needs them.
+RANK_BUDGET = 1 << 27
 
 
 def metric_columns(session: Session, ranked: bool) -> list[str]:

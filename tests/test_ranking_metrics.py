@@ -140,3 +140,27 @@ def test_masks_only_layers_say_how_to_add_activations() -> None:
         with pytest.raises(CxqlError, match="keeps only masks") as info:
             session.execute(query)
         assert "cxql units add STORE m ACTIVATIONS.npy --replace" in str(info.value.hint)
+
+
+def test_eval_leaves_ranked_columns_out_beyond_its_budget(monkeypatch) -> None:
+    from cxql import statements
+
+    store, *_ = random_layer(0)
+    session = cxql.connect(store)
+    monkeypatch.setattr(statements, "RANK_BUDGET", store.n_positions * 2)
+    assert "auroc" in session.execute("EVAL c1 ON unit 0..1").columns
+    result = session.execute("EVAL c1 ON unit *")
+    assert "auroc" not in result.columns and "SET metric = 'auroc'" in result.message
+    session.execute("SET metric = 'auroc'")
+    assert "auroc" in session.execute("EVAL c1 ON unit *").columns
+
+
+def test_stores_beyond_exact_rank_sums_are_refused() -> None:
+    from types import SimpleNamespace
+
+    from cxql.activation_source import ActivationSource
+
+    layer = SimpleNamespace(name="conv", activations=np.zeros((1, 1)))
+    ActivationSource(SimpleNamespace(n_positions=94_906_265), layer)
+    with pytest.raises(CxqlError, match="beyond exact float64 rank sums"):
+        ActivationSource(SimpleNamespace(n_positions=94_906_266), layer)
