@@ -105,4 +105,5 @@ def columns(metric: Metric) -> list[str]:
     return [metric.name] + [name for name in METRICS if name != metric.name]
 
 
-__all__ = ["ACTIVATION_METRICS", "AUROC", "CHOICES", "F1", "IOU", "METRICS", "Metric", "PRECISION", "RECALL", "columns", "get", "positive", "values"]
+__all__ = ["ACTIVATION_METRICS", "AUROC", "CHOICES", "F1", "IOU", "METRICS", "Metric", "PRECISION", "RECALL",
+           "columns", "get", "positive", "values"]

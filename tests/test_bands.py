@@ -207,7 +207,8 @@ def saved(tmp_path):
 def test_cli_thresholds_file_and_masks_only(saved, capsys) -> None:
     t = np.array([0.25, 1.0, 2.5, 0.0])
     np.save(saved / "t.npy", t)
-    assert cli(capsys, "units", "add", saved / "s", "given", saved / "acts.npy", "--thresholds", saved / "t.npy")[0] == 0
+    code, _ = cli(capsys, "units", "add", saved / "s", "given", saved / "acts.npy", "--thresholds", saved / "t.npy")
+    assert code == 0
     assert cli(capsys, "units", "add", saved / "s", "bare", saved / "acts.npy", "--masks-only")[0] == 0
     store = cxql.ConceptStore.open(saved / "s")
     want = upsampled(tied_acts()) > t[None, :]

@@ -109,7 +109,8 @@ def test_search_under_auroc_matches_the_reference(engine, seed) -> None:
         unit_mask = np.zeros(len(f), bool)
         unit_mask[store.layers["conv"].unit_positions(row["unit"])] = True
         assert row["iou"] == ref.iou(f, unit_mask) and row["mask_size"] == int(unit_mask.sum())
-        assert {k: x["auroc"] for k, x in enumerate(row["by_length"], 1)} == {k: s for k, (_, s) in want.by_length.items()}
+        by_length = {x["length"]: (x["formula"], x["auroc"]) for x in row["by_length"]}
+        assert by_length == want.by_length
 
 
 def test_match_ranks_units_by_auroc() -> None:

@@ -37,6 +37,10 @@ _V1_LAYER_FILES = {"positions": ("hist_indptr", "hist_sig", "hist_count", "mask_
 _V1_POSITION_FILES = ("position_local", "sample_sig_indptr", "sample_sig_table")
 
 
+#: How a layer's masks were made (cxql.store.units.Threshold.kind).
+THRESHOLD_KINDS = ("quantile", "absolute", "masks", "cluster", "given")
+
+
 def check_segment(name: Any, what: str = "layer name") -> str:
     """A name used as one path segment: no slash or backslash, no control character, no leading dot.
 
@@ -178,7 +182,7 @@ def check_layer_meta(name: Any, meta: Any, source: Path, version: int) -> None:
         raise StoreError(f"{source}: {where} must be an object")
     checks = {"units": (_count, "a non-negative integer"),
               "encoding": (lambda v: v in _V1_LAYER_FILES, "'positions' or 'bits'"),
-              "threshold": (lambda v: isinstance(v, dict) and v.get("kind") in ("quantile", "absolute", "masks", "cluster", "given")
+              "threshold": (lambda v: isinstance(v, dict) and v.get("kind") in THRESHOLD_KINDS
                             and isinstance(v.get("value"), (int, float)) and not isinstance(v.get("value"), bool),
                             "an object with a kind and a numeric value"),
               "activations": (lambda v: isinstance(v, bool), "true or false")}
