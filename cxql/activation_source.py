@@ -49,6 +49,7 @@ class ActivationSource:
         self.store, self.layer = store, layer
         self._rankings: OrderedDict[int, Ranking] = OrderedDict()
         self._sums: dict[int, tuple[np.ndarray, float]] = {}
+        self._sample_peaks: dict[int, np.ndarray] = {}
 
     def values(self, u: int) -> np.ndarray:
         """[N]: unit u's value at every position, in the precision masks compare it."""
@@ -79,7 +80,18 @@ class ActivationSource:
         rank2 = int(round(float(sums[np.asarray(sig_mask, dtype=bool)].sum())))  # an exact integer in float64
         n = self.store.n_positions
         return {"auroc": float(AUROC(rank2, size, 0, n)), "p_value": p_value(rank2, size, n, tie),
-                "auprc": self.ranking(u).average_precision(positives)}
+                "auprc": self.ranking(u).average_precision(positives), "sample_auroc": self.sample_auroc(u, positives)}
+
+    def sample_auroc(self, u: int, positives: np.ndarray) -> float:
+        """AUROC at sample level: each sample scored by the unit's peak over its positions, positive
+        where the formula holds anywhere in it (a scene, an image-level label)."""
+        starts = self.store.sample_offsets[:-1]
+        if u not in self._sample_peaks:
+            self._sample_peaks[u] = np.maximum.reduceat(self.values(u), starts)
+        labels = np.logical_or.reduceat(np.asarray(positives, dtype=bool), starts)
+        ranking = Ranking.of(self._sample_peaks[u])
+        rank2 = int(ranking.rank2[np.argsort(ranking.order)][labels].sum())
+        return float(AUROC(rank2, int(labels.sum()), 0, len(labels)))
 
     def ranking(self, u: int) -> Ranking:
         if u in self._rankings:

@@ -101,7 +101,7 @@ def evaluate(session: Session, stmt: s.Eval) -> Result:
     return Result(str(stmt), "eval", columns, rows, _cancel_note(len(rows), len(units)) or note)
 
 
-RANKED_COLUMNS = ("auroc", "p_value", "auprc")
+RANKED_COLUMNS = ("auroc", "p_value", "auprc", "sample_auroc")
 #: EVAL adds the ranked columns by itself while (units x positions) stays under this (one sort per unit:
 #: about 2 s for 20M positions); beyond it only when the chosen metric needs them.
 RANK_BUDGET = 1 << 27
@@ -211,7 +211,7 @@ def ranked_search_rows(session: Session, rows: list[dict[str, Any]], results: li
     for row, r in zip(rows, results):
         if r.best is None:
             row.update({name: 0.0 for name in metrics.METRICS}, auroc=0.0, p_value=1.0, auprc=0.0,
-                       mask_size=int(mask_sizes[r.unit]))
+                       sample_auroc=0.0, mask_size=int(mask_sizes[r.unit]))
             continue
         mask = session.backend.formula_mask(session.formula_plan(r.best.formula))
         sig_mask, size = mask.cpu().numpy(), session.backend.formula_size(mask)

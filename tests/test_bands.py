@@ -133,7 +133,7 @@ def test_search_eval_match_follow_set_threshold_bands() -> None:
     want = [session.execute(q).rows for q in ("SEARCH unit * LENGTH 2", "EVAL c1 OR c2 ON unit *", "MATCH c3")]
     session.execute("SET layer = 'live'; SET threshold = 'cluster:2/3'")
     got = [session.execute(q).rows for q in ("SEARCH unit * LENGTH 2", "EVAL c1 OR c2 ON unit *", "MATCH c3")]
-    ranked = ("auroc", "p_value", "auprc")  # only the layer with activations has these (threshold-free) columns
+    ranked = ("auroc", "p_value", "auprc", "sample_auroc")  # only the layer with activations has these (threshold-free) columns
     assert [[{k: v for k, v in row.items() if k not in ranked} for row in rows] for rows in got] == want
     assert session.execute("SEARCH unit * LENGTH 2 EXACT").rows[0]["formula"] is not None
     assert session.execute("EVAL c1 ON unit 0").context["threshold"] == "cluster:2/3"

@@ -165,3 +165,13 @@ def test_stores_beyond_exact_rank_sums_are_refused() -> None:
     ActivationSource(SimpleNamespace(n_positions=94_906_265), layer)
     with pytest.raises(CxqlError, match="beyond exact float64 rank sums"):
         ActivationSource(SimpleNamespace(n_positions=94_906_266), layer)
+
+
+def test_sample_auroc_ranks_samples_by_their_peak() -> None:
+    store, concepts, values = random_layer(5)
+    rows = cxql.connect(store).execute("EVAL c4 AND c5 ON unit *").rows
+    f = (concepts[:, 4] & concepts[:, 5]).reshape(store.n_samples, -1).any(axis=1)
+    for row in rows:
+        peaks = values[:, row["unit"]].reshape(store.n_samples, -1).max(axis=1)
+        assert row["sample_auroc"] == pytest.approx(roc_auc_score(f, peaks), abs=1e-12)
+        assert row["sample_auroc"] == ref.auroc(f, peaks)
