@@ -36,7 +36,8 @@ import numpy as np
 class Ranking:
     """A unit's activations over the N positions, sorted once; every formula is then O(N) or O(S)."""
 
-    order: np.ndarray      # int64 [N]: positions by ascending activation (stable)
+    order: np.ndarray      # int64 [N]: positions by ascending activation (equal ones in any order: every
+                           # result depends only on the groups of equal values)
     rank2: np.ndarray      # int64 [N]: twice the 1-based midrank of each sorted position
     ends: np.ndarray       # int64 [G]: one past the last sorted index of each group of equal activations
     tie_term: float        # sum over groups of t**3 - t
@@ -45,7 +46,7 @@ class Ranking:
     @classmethod
     def of(cls, values: np.ndarray) -> "Ranking":
         values = np.asarray(values)
-        order = np.argsort(values, kind="stable")
+        order = np.argsort(values, kind="quicksort")  # twice as fast as a stable sort; ties are grouped below
         ordered = values[order]
         ends = np.concatenate([np.flatnonzero(ordered[1:] != ordered[:-1]) + 1, [len(values)]]).astype(np.int64)
         starts = np.concatenate([[0], ends[:-1]]).astype(np.int64)
