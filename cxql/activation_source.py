@@ -10,7 +10,7 @@ at which IoU is; on stores with one position per sample it is sample level.
 
 The AUROC and the Mann-Whitney test do not depend on the threshold: they
 rank every position. A unit's ranking costs one sort of N values; the last
-few are kept (a ranking holds about 16 N bytes), the per-signature rank sums
+two are kept (a ranking holds 16 N bytes), the per-signature rank sums
 (8 S bytes) for every unit asked.
 """
 
@@ -26,7 +26,10 @@ from .ranking_metrics import Ranking, p_value
 from .store import ConceptStore, Layer
 from .store import units as un
 
-KEEP_RANKINGS = 4
+KEEP_RANKINGS = 2
+#: Peak bytes per position of ranking one unit while ``KEEP_RANKINGS`` rankings are kept (16 bytes each:
+#: order and doubled ranks), plus the values, their sorted copy and the formula's positions.
+RANK_BYTES_PER_POSITION = 16 * KEEP_RANKINGS + 32
 
 
 def masks_only_error(layer: Layer, what: str = "AUROC, p-values and AUPRC") -> QueryError:

@@ -74,11 +74,9 @@ def evaluate(session: Session, stmt: s.Eval) -> Result:
     sig_mask = mask.cpu().numpy()
     inters, sizes = unit_intersections(session, sig_mask)
     n = session.store.n_positions
-    ranked = _ranked_scores(session, sig_mask, size)
-    note = None
-    if ranked and not session.metric.needs_activations and len(units) * n > RANK_BUDGET:
-        ranked, note = None, (f"auroc, p_value and auprc left out: ranking {len(units)} units over {n:,} positions "
-                              "takes one sort each; EVAL fewer units, or SET metric = 'auroc' to have them")
+    ranked, note = None, _ranked_left_out(session, len(units))
+    if note is None:
+        ranked = _ranked_scores(session, sig_mask, size)
     rows: list[dict[str, Any]] = []
     many = len(units) > ROWS_PER_CHECK
     if many:
@@ -114,12 +112,32 @@ def metric_columns(session: Session, ranked: bool) -> list[str]:
     return columns + [c for c in RANKED_COLUMNS if c not in columns] if ranked else columns
 
 
+def _ranked_left_out(session: Session, n_units: int) -> str | None:
+    """Why EVAL leaves the ranked columns out although the layer keeps activations (too many units, or
+    not enough memory), or None; never when the chosen metric needs them (then it is an error)."""
+    from .activation_source import RANK_BYTES_PER_POSITION
+
+    n = session.store.n_positions
+    if session.metric.needs_activations or session.layer().activations is None:
+        return None
+    if n_units * n > RANK_BUDGET:
+        return (f"auroc, p_value and auprc left out: ranking {n_units} units over {n:,} positions takes one sort "
+                "each; EVAL fewer units, or SET metric = 'auroc' to have them")
+    if RANK_BYTES_PER_POSITION * n > session.settings["memory_limit"]:
+        return "auroc, p_value and auprc left out: ranking a unit's activations needs more than SET memory_limit"
+    return None
+
+
 def _ranked_scores(session: Session, sig_mask: np.ndarray, size: int) -> Any:
     """unit -> {auroc, p_value, auprc} for a formula, or None when the layer keeps no activations
     (an error instead when the chosen metric needs them)."""
     layer = session.layer()
     if layer.activations is None and not session.metric.needs_activations:
         return None
+    from .activation_source import RANK_BYTES_PER_POSITION
+
+    memory.check(RANK_BYTES_PER_POSITION * session.store.n_positions, session.settings["memory_limit"],
+                 "ranking a unit's activations (auroc, p_value, auprc)")
     source = session.activation_source()
     positives = source.positives(sig_mask)
 

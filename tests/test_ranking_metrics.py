@@ -175,3 +175,14 @@ def test_sample_auroc_ranks_samples_by_their_peak() -> None:
         peaks = values[:, row["unit"]].reshape(store.n_samples, -1).max(axis=1)
         assert row["sample_auroc"] == pytest.approx(roc_auc_score(f, peaks), abs=1e-12)
         assert row["sample_auroc"] == ref.auroc(f, peaks)
+
+
+def test_ranking_respects_the_memory_limit() -> None:
+    store, *_ = random_layer(0)
+    session = cxql.connect(store)
+    session.execute("SET memory_limit = '10KB'")
+    result = session.execute("EVAL c1 ON unit 0")  # the count metrics still come
+    assert "auroc" not in result.columns and "memory_limit" in result.message
+    session.execute("SET metric = 'auroc'")
+    with pytest.raises(CxqlError, match="ranking a unit's activations"):
+        session.execute("EVAL c1 ON unit 0")
