@@ -101,7 +101,7 @@ def evaluate(session: Session, stmt: s.Eval) -> Result:
 
 RANKED_COLUMNS = ("auroc", "p_value", "auprc", "sample_auroc")
 #: EVAL adds the ranked columns by itself while (units x positions) stays under this (one sort per unit:
-#: about 2 s for 20M positions); beyond it only when the chosen metric needs them.
+#: about 6 s for 20M positions on 2 CPU cores); beyond it only when the chosen metric needs them.
 RANK_BUDGET = 1 << 27
 
 

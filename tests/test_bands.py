@@ -235,3 +235,9 @@ def test_cli_threshold_and_thresholds_do_not_combine(saved, capsys) -> None:
     code, err = cli(capsys, "units", "add", saved / "s", "x", saved / "acts.npy", "--threshold", "0.5",
                     "--thresholds", saved / "t.npy")
     assert code == 2 and "do not combine" in err
+
+
+@pytest.mark.parametrize("kind", ["given", "masks"])
+def test_rules_that_compute_nothing_are_refused(kind) -> None:
+    with pytest.raises(DataError, match="not a rule to compute thresholds from"):
+        vision_store().add_units("x", tied_acts(), threshold=Threshold(kind))

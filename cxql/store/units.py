@@ -218,6 +218,8 @@ def unit_thresholds(acts: np.ndarray, threshold: Threshold, block_bytes: int = B
 def unit_bands(acts: np.ndarray, rule: Threshold,
                block_bytes: int = BLOCK_BYTES) -> tuple[np.ndarray, np.ndarray | None]:
     """float64 ([U] lower ends, [U] upper ends or None): masks are ``lower < a <= upper`` (:mod:`.bands`)."""
+    if rule.kind in ("given", "masks"):
+        raise DataError(f"threshold {rule}: not a rule to compute thresholds from; pass the thresholds array")
     if rule.upper is None:
         return unit_thresholds(acts, rule, block_bytes), None
     n_units = acts.shape[1]
