@@ -130,12 +130,12 @@ def test_search_eval_match_follow_set_threshold_bands() -> None:
     store.add_units("live", acts)
     session = cxql.connect(store)
     session.execute("SET layer = 'given'")
-    want = [session.execute(q).rows for q in ("SEARCH unit * LENGTH 2", "EVAL c1 OR c2 ON unit *", "MATCH c3")]
+    queries = ("SEARCH unit * LENGTH 2", "SEARCH unit * LENGTH 2 EXACT", "EVAL c1 OR c2 ON unit *", "MATCH c3")
+    want = [session.execute(q).rows for q in queries]
     session.execute("SET layer = 'live'; SET threshold = 'cluster:2/3'")
-    got = [session.execute(q).rows for q in ("SEARCH unit * LENGTH 2", "EVAL c1 OR c2 ON unit *", "MATCH c3")]
+    got = [session.execute(q).rows for q in queries]
     ranked = ("auroc", "p_value", "auprc", "sample_auroc")  # only the layer with activations has these (threshold-free) columns
     assert [[{k: v for k, v in row.items() if k not in ranked} for row in rows] for rows in got] == want
-    assert session.execute("SEARCH unit * LENGTH 2 EXACT").rows[0]["formula"] is not None
     assert session.execute("EVAL c1 ON unit 0").context["threshold"] == "cluster:2/3"
 
 
@@ -241,3 +241,29 @@ def test_cli_threshold_and_thresholds_do_not_combine(saved, capsys) -> None:
 def test_rules_that_compute_nothing_are_refused(kind) -> None:
     with pytest.raises(DataError, match="not a rule to compute thresholds from"):
         vision_store().add_units("x", tied_acts(), threshold=Threshold(kind))
+
+
+@pytest.mark.parametrize("spec", ["cluster:1/2", "quantile:0.2..0.6"])
+def test_nan_activations_are_refused_naming_unit_and_sample(spec) -> None:
+    acts = tied_acts()
+    acts[3, 2, 1, 1] = np.nan
+    with pytest.raises(DataError, match="activations of sample 3, unit 2 contain NaN"):
+        vision_store().add_units("x", acts, threshold=spec)
+
+
+@pytest.mark.parametrize("spec", ["value:0.5..2", "cluster:2/2", "quantile:0.3..0.7"])
+def test_bands_on_samples_of_different_sizes(spec) -> None:
+    rng = np.random.default_rng(7)
+    sizes = rng.integers(1, 5, 30)
+    sample_of = np.repeat(np.arange(30), sizes)
+    store = cxql.ConceptStore.from_masks(rng.random((len(sample_of), 3)) < 0.4, ["a", "b", "c"],
+                                         sample_ids=sample_of)
+    acts = tied_acts(30, 2, raw=(1, 1))[:, :, 0, 0].astype(np.float64)
+    layer = store.add_units("fc", acts, threshold=spec)
+    rule = Threshold.parse(spec, Threshold("absolute"))
+    from cxql.store.units import unit_bands
+
+    low, high = unit_bands(acts, rule)
+    for u in range(2):
+        active = (acts[:, u] > low[u]) & (acts[:, u] <= high[u])
+        np.testing.assert_array_equal(layer.unit_positions(u), np.flatnonzero(active[sample_of]))
