@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 import numpy as np
 
 from . import memory, metrics
+from .activation_source import ActivationSource
 from . import searcher as searchers
 from . import syntax as s
 from .cancel import Cancelled, CancelToken
@@ -76,6 +77,7 @@ class Session:
         self.compiler = Compiler(self.resolver, self.lets, neighbors=_neighbors_provider(store))
         self._backend: Backend | None = None
         self._unit_cache: dict[tuple[str, str], tuple[un.UnitMasks, tuple[np.ndarray, ...]]] = {}
+        self._activations: ActivationSource | None = None
 
     # ------------------------------------------------------------ entry points
 
@@ -204,7 +206,7 @@ class Session:
             if layer.activations is None:
                 raise QueryError(f"layer {layer.name!r} keeps no activations, so its threshold is fixed",
                                  hint="SET threshold = 'default', or re-add the layer with its activations")
-            thresholds = un.unit_thresholds(layer.activations, rule)
+            thresholds, upper = un.unit_bands(layer.activations, rule)
             estimate = memory.rethreshold_bytes(layer.activations, thresholds, self.store.n_positions,
                                                 un.BLOCK_BYTES)
             memory.check(estimate, self.settings["memory_limit"], f"unit masks of layer {layer.name!r} at "
@@ -219,7 +221,7 @@ class Session:
 
             self.progress.start(self.store.n_samples, what)
             try:
-                masks = self.store.unit_masks_for(layer.activations, thresholds, step)
+                masks = self.store.unit_masks_for(layer.activations, thresholds, step, upper)
             finally:
                 self.progress.finish()
             hists = un.histograms(masks, self.store.position_signatures)
@@ -239,10 +241,26 @@ class Session:
         """Drop compiled plans (a LET changed what a name means)."""
         self.compiler.clear()
 
-    def search_context(self, within: float | None = None) -> searchers.SearchContext:
-        """What a searcher may read for this statement: a typed view, not the session."""
-        return searchers.SearchContext(self.backend, self.resolver, self.unit_histograms(), self.metric,
+    def search_context(self, within: float | None = None, units: list[int] | None = None) -> searchers.SearchContext:
+        """What a searcher may read for this statement: a typed view, not the session.
+
+        Under a metric that ranks by activation (AUROC), the histograms of ``units`` are their
+        per-signature doubled rank sums (:mod:`cxql.activation_source`); without ``units``
+        (memory estimates, EXPLAIN) they are the count histograms.
+        """
+        metric = self.metric
+        hists = self.unit_histograms()
+        if metric.needs_activations and units is not None:
+            hists = self.activation_source().rank_hists(units)
+        return searchers.SearchContext(self.backend, self.resolver, hists, metric,
                                        self.settings["memory_limit"], self.token, self.progress, within)
+
+    def activation_source(self) -> ActivationSource:
+        """The current layer's activations ranked per unit (refused, saying how to add them, on masks-only layers)."""
+        layer = self.layer()
+        if self._activations is None or self._activations.layer is not layer:
+            self._activations = ActivationSource(self.store, layer)
+        return self._activations
 
     def searcher(self, name: str | None = None) -> searchers.Searcher:
         """The searcher ``name``, or ``SET engine``'s, falling back to ``plain`` where it cannot run."""

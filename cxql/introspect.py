@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import metrics
+from . import metrics, sanity
 from . import syntax as s
 from .errors import QueryError
 from .exact_search import explain_lines
@@ -19,7 +19,7 @@ from .settings import SETTINGS
 from .limits import MAX_LENGTH, beam_capacity
 from .memory import check as check_memory
 from .memory import format_size, formula_bytes
-from .statements import checked_search, search_bytes, search_row, unit_intersections
+from .statements import checked_search, ranked_search_rows, search_bytes, search_row, unit_intersections
 from .store import ConceptStore
 
 if TYPE_CHECKING:
@@ -89,15 +89,28 @@ def _show_unit(session: Session, unit: int | None) -> Result:
     length = session.settings["length"]
     plain = session.searcher("plain")
     beam = checked_search(session, plain, [u], length, session.settings["beam"])
-    columns = ["layer", "unit", "formula", session.metric.name, "mask_size", "threshold"]
-    found = plain.search(session.search_context(), [u], length=length, beam=beam, distinct=False)
+    columns = ["layer", "unit", "formula", session.metric.name, "mask_size", "threshold",
+               "vs_random_unit", "vs_shuffled_concept", "sanity"]
+    found = plain.search(session.search_context(units=[u]), [u], length=length, beam=beam, distinct=False)
     if not found:  # cancelled (Ctrl-C) before the search finished
         return Result(f"SHOW unit {unit}", "search", columns, [], f"cancelled: unit {unit} was not searched")
     row = search_row(found[0], session.metric, session.store.n_positions)
+    if session.metric.needs_activations:
+        [row] = ranked_search_rows(session, [row], found, [])[0]
     layer = session.layer()
     row["layer"] = layer.name
     row["threshold"] = float(layer.thresholds[u]) if layer.thresholds is not None else None
-    return Result(f"SHOW unit {unit}", "search", columns, [row])
+    note = None
+    if found[0].best is not None:  # the sanity checks (cxql.sanity): does it beat a random unit and a shuffled concept?
+        check = sanity.check(session, u, found[0].best.formula)
+        row.update(vs_random_unit=check.random_unit_score, vs_shuffled_concept=check.shuffled_score,
+                   sanity=check.verdict())
+        if check.random_unit is not None:
+            note = f"random-unit control: unit {check.random_unit}; shuffled concept: samples permuted " \
+                   f"(seed {sanity.SEED})"
+    else:
+        row.update(vs_random_unit=None, vs_shuffled_concept=None, sanity="no formula")
+    return Result(f"SHOW unit {unit}", "search", columns, [row], note)
 
 
 def store_summary(store: ConceptStore) -> dict[str, Any]:

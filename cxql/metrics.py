@@ -9,9 +9,12 @@ so the tensor and the scalar give the same float and the batched and plain
 engines the same scores. A zero denominator means a zero numerator, so it is
 clamped to 1 and the value is 0, as SPEC asks.
 
-A metric that needs more than counts (AUROC needs the unit's activations)
-would set ``needs_activations`` and be refused by SEARCH until a searcher
-can feed it; it is listed in :data:`PLANNED` so ``SET metric`` can say so.
+AUROC needs the unit's activations (``needs_activations``): it is still one
+division of exact integers, but its ``inter`` is the formula's doubled rank
+sum, which the session feeds searchers as per-signature "histograms" from
+the layer's activations (:mod:`cxql.activation_source`). A metric SPEC
+names that nothing can feed yet goes in :data:`PLANNED`, so ``SET metric``
+refuses it with the reason.
 
 Adding a metric: write a :class:`Metric` (name, label, ``score``) and add it
 to :data:`METRICS`; ``SET metric``, SEARCH, EVAL, MATCH and the renderers
@@ -61,8 +64,21 @@ F1 = Metric("f1", "F1", "2 |M&F| / (|M| + |F|)", lambda inter, size, mask, n: 2 
 #: Every metric computed from counts, by name, in the order result rows show them.
 METRICS: dict[str, Metric] = {m.name: m for m in (IOU, PRECISION, RECALL, F1)}
 
-#: Metrics SPEC names that need more than counts; ``SET metric`` refuses them with this reason.
-PLANNED: dict[str, str] = {"auroc": "auroc needs the unit's activations, which no searcher feeds yet"}
+#: AUROC of the formula's positions ranked by the unit's activation (:mod:`cxql.ranking_metrics`). Its
+#: ``inter`` is not |M&F| but 2R, the doubled midranks of F's positions summed (an exact integer): searchers
+#: get per-signature rank sums as the unit's histogram, so the same closed-form counts score it.
+AUROC = Metric("auroc", "AUROC", "(2R - |F| (|F| + 1)) / (2 |F| (N - |F|)), R = rank sum of F's positions",
+               lambda inter, size, mask, n: (inter - size * (size + 1)) / positive(2 * size * (n - size)),
+               needs_activations=True)
+
+#: Metrics that rank positions by the unit's activation, by name (EVAL adds p_value and auprc beside them).
+ACTIVATION_METRICS: dict[str, Metric] = {AUROC.name: AUROC}
+
+#: Metrics SPEC names that need more than counts and no searcher feeds yet; ``SET metric`` refuses them.
+PLANNED: dict[str, str] = {}
+
+#: Every name ``SET metric`` takes.
+CHOICES: tuple[str, ...] = (*METRICS, *ACTIVATION_METRICS)
 
 
 def get(name: str) -> Metric:
@@ -70,11 +86,13 @@ def get(name: str) -> Metric:
     key = str(name).lower()
     if key in METRICS:
         return METRICS[key]
+    if key in ACTIVATION_METRICS:
+        return ACTIVATION_METRICS[key]
     if key in PLANNED:
         raise QueryError(f"metric {name!r} is not available: {PLANNED[key]}", needle=str(name),
-                         hint="metrics: " + ", ".join(METRICS))
+                         hint="metrics: " + ", ".join(CHOICES))
     raise NameResolutionError(f"unknown metric {name!r}", needle=str(name),
-                              hint=did_you_mean(key, METRICS) or "metrics: " + ", ".join(METRICS))
+                              hint=did_you_mean(key, CHOICES) or "metrics: " + ", ".join(CHOICES))
 
 
 def values(inter: int, size: int, mask: int, n: int = 0) -> dict[str, float]:
@@ -87,4 +105,5 @@ def columns(metric: Metric) -> list[str]:
     return [metric.name] + [name for name in METRICS if name != metric.name]
 
 
-__all__ = ["F1", "IOU", "METRICS", "Metric", "PRECISION", "RECALL", "columns", "get", "positive", "values"]
+__all__ = ["ACTIVATION_METRICS", "AUROC", "CHOICES", "F1", "IOU", "METRICS", "Metric", "PRECISION", "RECALL",
+           "columns", "get", "positive", "values"]

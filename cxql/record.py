@@ -285,7 +285,8 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"),
                    help="resize images to H W (default: the store's recorded image size)")
     p.add_argument("--save", metavar="ACTS.npy", help="also keep the raw activations in this file")
-    p.add_argument("--no-keep", action="store_true", help="do not keep raw activations in the store")
+    p.add_argument("--masks-only", "--no-keep", dest="no_keep", action="store_true",
+                   help="keep only the masks, not the raw activations (no SET threshold, AUROC or p-values)")
     p.add_argument("--replace", action="store_true", help="replace the layer if the store has one of that name")
 
 

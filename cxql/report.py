@@ -54,6 +54,7 @@ class UnitReport:
     metric: str = "iou"   # what the SEARCH maximised (``SET metric``), and its value
     score: float = 0.0
     description: str = ""  # the formula in English (cxql.describe)
+    sanity: str = ""      # 'passes', or the controls it does not beat (cxql.sanity)
 
 
 # ------------------------------------------------------------------ computing
@@ -68,6 +69,8 @@ def unit_reports(session: Session, layer: str, units: str = "*", *, length: int 
     session.execute(f"SET layer = '{layer}'")
     if rows is None:
         rows = session.execute(f"SEARCH unit {units} LENGTH {int(length)} BEAM {int(beam)}").rows
+    from . import sanity  # it computes with torch: loaded when a report is made, not with the CLI
+
     unit_ids = [int(r["unit"]) for r in rows]
     scores = sample_scores(session.store, session.store.layers[layer], unit_ids)
     from .describe import sentence
@@ -76,11 +79,13 @@ def unit_reports(session: Session, layer: str, units: str = "*", *, length: int 
     reports = []
     for r, column in zip(rows, scores.T):
         order = np.lexsort((np.arange(len(column)), -column))[:top]
+        check = sanity.check(session, int(r["unit"]), parse_formula(r["formula"])).verdict() \
+            if r["formula"] != "NONE" else "no formula"
         reports.append(UnitReport(int(r["unit"]), r["formula"], float(r["iou"]), float(r["precision"]),
                                   float(r["recall"]), int(r["mask_size"]),
                                   [(int(s), float(column[s])) for s in order], metric, float(r[metric]),
                                   sentence(parse_formula(r["formula"]), session.store)
-                                  if r["formula"] not in (None, "NONE") else ""))
+                                  if r["formula"] not in (None, "NONE") else "", check))
     return reports
 
 
@@ -205,6 +210,13 @@ def _scores(r: UnitReport) -> str:
     return " &middot; ".join(f"{METRICS[name].label} {values[name]:.4f}" for name in order)
 
 
+def _flag(r: UnitReport) -> str:
+    """A warning under an explanation that does not beat its sanity controls (cxql.sanity)."""
+    if not r.sanity.startswith("fails"):
+        return ""
+    return f'<br><span class="w">&#9888; sanity check {html.escape(r.sanity)}</span>'
+
+
 def html_page(store_label: str, layer: str, reports: list[UnitReport], image_dir: str,
               sample_names: list[str] | None, extra: str = "") -> str:
     """A static page: one row per unit, best score (the search metric) first."""
@@ -214,14 +226,14 @@ def html_page(store_label: str, layer: str, reports: list[UnitReport], image_dir
         rows.append(
             f'<tr id="unit{r.unit}"><td class="n">{r.unit}</td><td><b>{html.escape(r.formula)}</b><br>'
             f'<i>{html.escape(r.description)}</i><br>'
-            f'<span class="m">{_scores(r)} &middot; {r.mask_size:,} positions</span></td>'
+            f'<span class="m">{_scores(r)} &middot; {r.mask_size:,} positions</span>{_flag(r)}</td>'
             f'<td><img src="{html.escape(image_dir)}/unit_{r.unit:04d}.png" alt="unit {r.unit}" loading="lazy">'
             f'<div class="m">{captions}</div></td></tr>')
     return f"""<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>{html.escape(layer)} - cxql report</title>
 <style>body{{font-family:sans-serif;margin:1.5em}} table{{border-collapse:collapse}}
 td{{border-top:1px solid #ddd;padding:6px 10px;vertical-align:top}} td.n{{font-size:1.3em;color:#555}}
-.m{{color:#666;font-size:.85em}} table.s td{{padding:2px 8px;font-size:.9em}} .key span{{display:inline-block;width:1em;height:1em;vertical-align:middle}}</style>
+.m{{color:#666;font-size:.85em}} .w{{color:#b00;font-size:.85em}} table.s td{{padding:2px 8px;font-size:.9em}} .key span{{display:inline-block;width:1em;height:1em;vertical-align:middle}}</style>
 </head><body><h1>Layer {html.escape(layer)}</h1>
 <p>{html.escape(store_label)} &middot; {len(reports)} units, best IoU first.
 <span class="key"><span style="border:2px solid rgb{UNIT_COLOR}"></span> unit mask

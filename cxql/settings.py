@@ -108,8 +108,8 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
     Setting("distinct", False, _bool, "SEARCH keeps one beam entry per formula", ("on", "off")),
     Setting("engine", "batched", _engine,
             "SEARCH engine: 'batched' (all units at once) or 'plain' (the per-unit reference)", ("batched", "plain")),
-    Setting("metric", "iou", _metric, "what SEARCH maximises and MATCH ranks by: " + ", ".join(metrics.METRICS),
-            tuple(metrics.METRICS)),
+    Setting("metric", "iou", _metric, "what SEARCH maximises and MATCH ranks by: " + ", ".join(metrics.CHOICES),
+            tuple(metrics.CHOICES)),
 ]}
 
 

@@ -71,8 +71,12 @@ def evaluate(session: Session, stmt: s.Eval) -> Result:
     backend = session.backend
     mask = backend.formula_mask(plan)
     size = backend.formula_size(mask)
-    inters, sizes = unit_intersections(session, mask.cpu().numpy())
+    sig_mask = mask.cpu().numpy()
+    inters, sizes = unit_intersections(session, sig_mask)
     n = session.store.n_positions
+    ranked, note = None, _ranked_left_out(session, len(units))
+    if note is None:
+        ranked = _ranked_scores(session, sig_mask, size)
     rows: list[dict[str, Any]] = []
     many = len(units) > ROWS_PER_CHECK
     if many:
@@ -84,14 +88,63 @@ def evaluate(session: Session, stmt: s.Eval) -> Result:
             for u in units[first:first + ROWS_PER_CHECK]:
                 inter, m = int(inters[u]), int(sizes[u])
                 rows.append({"unit": u, "formula": str(plan.formula), **metrics.values(inter, size, m, n),
+                             **(ranked(u) if ranked else {}),
                              "intersection": inter, "formula_size": size, "mask_size": m})
             if many:
                 session.progress.advance(min(ROWS_PER_CHECK, len(units) - first))
     finally:
         if many:
             session.progress.finish()
-    columns = ["unit", "formula", *metrics.columns(session.metric), "mask_size"]
-    return Result(str(stmt), "eval", columns, rows, _cancel_note(len(rows), len(units)))
+    columns = ["unit", "formula", *metric_columns(session, ranked is not None), "mask_size"]
+    return Result(str(stmt), "eval", columns, rows, _cancel_note(len(rows), len(units)) or note)
+
+
+RANKED_COLUMNS = ("auroc", "p_value", "auprc", "sample_auroc")
+#: EVAL adds the ranked columns by itself while (units x positions) stays under this (one sort per unit:
+#: about 6 s for 20M positions on 2 CPU cores); beyond it only when the chosen metric needs them.
+RANK_BUDGET = 1 << 27
+
+
+def metric_columns(session: Session, ranked: bool) -> list[str]:
+    """The metric columns of a row: the chosen metric first, then the count metrics, then (where the
+    layer keeps activations) auroc, p_value and auprc."""
+    columns = metrics.columns(session.metric)
+    return columns + [c for c in RANKED_COLUMNS if c not in columns] if ranked else columns
+
+
+def _ranked_left_out(session: Session, n_units: int) -> str | None:
+    """Why EVAL leaves the ranked columns out although the layer keeps activations (too many units, or
+    not enough memory), or None; never when the chosen metric needs them (then it is an error)."""
+    from .activation_source import RANK_BYTES_PER_POSITION
+
+    n = session.store.n_positions
+    if session.metric.needs_activations or session.layer().activations is None:
+        return None
+    if n_units * n > RANK_BUDGET:
+        return (f"auroc, p_value and auprc left out: ranking {n_units} units over {n:,} positions takes one sort "
+                "each; EVAL fewer units, or SET metric = 'auroc' to have them")
+    if RANK_BYTES_PER_POSITION * n > session.settings["memory_limit"]:
+        return "auroc, p_value and auprc left out: ranking a unit's activations needs more than SET memory_limit"
+    return None
+
+
+def _ranked_scores(session: Session, sig_mask: np.ndarray, size: int) -> Any:
+    """unit -> {auroc, p_value, auprc} for a formula, or None when the layer keeps no activations
+    (an error instead when the chosen metric needs them)."""
+    layer = session.layer()
+    if layer.activations is None and not session.metric.needs_activations:
+        return None
+    from .activation_source import RANK_BYTES_PER_POSITION
+
+    memory.check(RANK_BYTES_PER_POSITION * session.store.n_positions, session.settings["memory_limit"],
+                 "ranking a unit's activations (auroc, p_value, auprc)")
+    source = session.activation_source()
+    positives = source.positives(sig_mask)
+
+    def scores(u: int) -> dict[str, float]:
+        session.token.check("ranking activations")  # one sort of the layer's positions per unit
+        return source.scores(u, sig_mask, size, positives)
+    return scores
 
 
 def _cancel_note(done: int, total: int) -> str | None:
@@ -132,8 +185,11 @@ def search(session: Session, stmt: s.Search) -> Result:
         distinct = stmt.distinct or session.settings["distinct"]
         engine = session.searcher()
         beam = checked_search(session, engine, units, length, beam)
-        results = engine.search(session.search_context(), units, length=length, beam=beam, distinct=distinct)
+        ctx = session.search_context(units=units)  # under AUROC: the units' rank sums (cxql.activation_source)
+        results = engine.search(ctx, units, length=length, beam=beam, distinct=distinct)
     rows, columns = search_rows(session, results, length, exact)
+    if session.metric.needs_activations:
+        rows, columns = ranked_search_rows(session, rows, results, columns)
     if stmt.accuracy:
         _add_accuracy(session, rows, columns)
     if exact:
@@ -163,6 +219,26 @@ def search_rows(session: Session, results: list[SearchResult], length: int,
             row["bound"] = bound  # how far any formula of the space could be above this answer
         columns[3:3] = ["bound"]
     return rows, columns
+
+
+def ranked_search_rows(session: Session, rows: list[dict[str, Any]], results: list[SearchResult],
+                        columns: list[str]) -> tuple[list[dict[str, Any]], list[str]]:
+    """SEARCH rows under AUROC: the searcher's counts were rank sums, so each best formula is measured again
+    as EVAL measures it (its own counts, mask size and auroc, p_value, auprc)."""
+    mask_sizes = unit_intersections(session, np.ones(session.store.n_signatures, dtype=bool))[1]
+    for row, r in zip(rows, results):
+        if r.best is None:
+            row.update({name: 0.0 for name in metrics.METRICS}, auroc=0.0, p_value=1.0, auprc=0.0,
+                       sample_auroc=0.0, mask_size=int(mask_sizes[r.unit]))
+            continue
+        mask = session.backend.formula_mask(session.formula_plan(r.best.formula))
+        sig_mask, size = mask.cpu().numpy(), session.backend.formula_size(mask)
+        inters, sizes = unit_intersections(session, sig_mask)
+        inter, m = int(inters[r.unit]), int(sizes[r.unit])
+        scores = _ranked_scores(session, sig_mask, size)(r.unit)  # its auroc is the search's score, to the bit
+        row.update(metrics.values(inter, size, m, session.store.n_positions), **scores, mask_size=m)
+    shown = metric_columns(session, True)
+    return rows, ["unit", "formula", *shown, *[c for c in columns if c not in shown and c not in ("unit", "formula")]]
 
 
 def checked_search(session: Session, engine: Searcher, units: list[int], length: int, beam: int) -> int:
@@ -234,13 +310,19 @@ def match(session: Session, stmt: s.Match) -> Result:
     backend = session.backend
     mask = backend.formula_mask(plan)
     size = backend.formula_size(mask)
-    inters, sizes = unit_intersections(session, mask.cpu().numpy())
+    sig_mask = mask.cpu().numpy()
+    inters, sizes = unit_intersections(session, sig_mask)
     metric, n = session.metric, session.store.n_positions
-    scores = [float(metric(int(i), size, int(m), n)) for i, m in zip(inters, sizes)]
+    ranked = _ranked_scores(session, sig_mask, size) if metric.needs_activations else None
+    if ranked:
+        per_unit = [ranked(u) for u in range(len(sizes))]
+        scores = [row["auroc"] for row in per_unit]
+    else:
+        scores = [float(metric(int(i), size, int(m), n)) for i, m in zip(inters, sizes)]
     order = sorted(range(len(scores)), key=lambda u: (-scores[u], u))[:top]
     rows = [{"unit": u, "formula": str(plan.formula), **metrics.values(int(inters[u]), size, int(sizes[u]), n),
-             "mask_size": int(sizes[u])} for u in order]
-    return Result(str(stmt), "match", ["unit", *metrics.columns(metric), "mask_size"], rows,
+             **(per_unit[u] if ranked else {}), "mask_size": int(sizes[u])} for u in order]
+    return Result(str(stmt), "match", ["unit", *metric_columns(session, ranked is not None), "mask_size"], rows,
                   f"{plan.formula}: best {len(rows)} of {len(scores)} units by {metric.label}")
 
 

@@ -10,13 +10,13 @@ import argparse
 import sys
 
 from .engine import connect
-from .errors import DataError
+from .errors import DataError, UsageError
 from .progress import counter
 from .render import FORMATS, render
 from .resources import locate_store
 from .store import ConceptStore, Threshold
 from .store.activation_files import load_activations
-from .store.units import check_activations
+from .store.units import check_activations, check_given_thresholds
 from .store.validate_input import check_new_layer
 from .subcommands import Command, Tools
 
@@ -25,9 +25,17 @@ def _units_add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("store")
     p.add_argument("layer")
     p.add_argument("activations")
-    p.add_argument("--threshold", help="absolute value (0.5 or value:0.5), or quantile:LEVEL (default: the store kind's)")
-    p.add_argument("--no-keep", action="store_true", help="do not keep raw activations (SET threshold off)")
+    p.add_argument("--threshold", help="absolute value (0.5 or value:0.5), quantile:LEVEL, a band "
+                                       "(quantile:A..B, value:A..B) or cluster:K/N (default: the store kind's)")
+    p.add_argument("--thresholds", metavar="FILE.npy", help="one threshold per unit, as data ([units] numbers)")
+    p.add_argument("--masks-only", "--no-keep", dest="no_keep", action="store_true",
+                   help="keep only the masks, not the activations (no SET threshold, AUROC or p-values)")
     p.add_argument("--replace", action="store_true", help="replace the layer if the store has one of that name")
+
+
+def load_thresholds(path: str) -> object:
+    """A thresholds file (.npy, or whatever the activation loader reads), refused by name when unreadable."""
+    return load_activations(path)
 
 
 def units_add(args: argparse.Namespace, tools: Tools) -> int:
@@ -35,8 +43,14 @@ def units_add(args: argparse.Namespace, tools: Tools) -> int:
     check_new_layer(store.layers, args.layer, args.replace)
     # "0.5" is absolute, "quantile:0.99" a level; checked before a big file is read
     threshold = Threshold.parse(args.threshold, store.default_threshold())
+    if args.thresholds is not None:
+        if args.threshold is not None:
+            raise UsageError("--threshold and --thresholds do not combine: give one rule or one file")
+        given = load_thresholds(args.thresholds)
     acts = load_activations(args.activations)
     check_activations(acts, store.n_samples, args.activations)
+    if args.thresholds is not None:
+        threshold = check_given_thresholds(given, acts.shape[1], args.thresholds)
     progress = tools.progress()
     progress.start(acts.shape[0] if acts.ndim else 0, f"thresholding {args.layer}")
     try:

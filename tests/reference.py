@@ -38,6 +38,18 @@ def f1(formula_mask: np.ndarray, unit_mask: np.ndarray) -> float:
     return 2 * inter / total if total else 0.0
 
 
+def auroc(formula_mask: np.ndarray, values: np.ndarray) -> float:
+    """P(a position in F has a higher value than one outside F), ties half: pairs counted one by one
+    (by binary search), as the exact fraction 2 U / (2 |F| |not F|); 0 when either side is empty."""
+    inside, outside = values[formula_mask], np.sort(values[~formula_mask])
+    if not len(inside) or not len(outside):
+        return 0.0
+    below = np.searchsorted(outside, inside, side="left")
+    not_above = np.searchsorted(outside, inside, side="right")
+    twice_u = int(2 * below.sum() + (not_above - below).sum())
+    return twice_u / (2 * len(inside) * len(outside))
+
+
 #: SPEC's count metrics by the names ``SET metric`` takes.
 METRICS = {"iou": iou, "precision": precision, "recall": recall, "f1": f1}
 

@@ -222,9 +222,13 @@ class ConceptStore:
         un.check_activations(activations, self.n_samples)
         if "samples" in self.arrays and activations.ndim == 4:
             raise DataError("spatial activations need a store whose samples all have the mask shape")
-        rule = un.Threshold.parse(threshold, self.default_threshold())
-        thresholds = un.unit_thresholds(activations, rule)
-        masks = self._masks_from_activations(activations, thresholds, progress)
+        if threshold is not None and not isinstance(threshold, (str, int, float, un.Threshold)):
+            thresholds = un.check_given_thresholds(threshold, activations.shape[1])  # one per unit, as data
+            rule, upper = un.Threshold("given"), None
+        else:
+            rule = un.Threshold.parse(threshold, self.default_threshold())
+            thresholds, upper = un.unit_bands(activations, rule)
+        masks = self._masks_from_activations(activations, thresholds, progress, upper)
         vi.warn(un.empty_layer_warning(masks, layer), on_warning)
         return self._attach(layer, masks, rule, thresholds, activations if keep_activations else None, replace)
 
@@ -238,17 +242,21 @@ class ConceptStore:
         return self._attach(layer, un.masks_from_dense(masks), un.Threshold("masks"), None, None, replace)
 
     def unit_masks_for(self, activations: np.ndarray, thresholds: np.ndarray,
-                       progress: Callable[[int], None] | None = None) -> un.UnitMasks:
-        """Masks of raw activations under other thresholds (used by ``SET threshold``)."""
-        return self._masks_from_activations(activations, thresholds, progress)
+                       progress: Callable[[int], None] | None = None,
+                       upper: np.ndarray | None = None) -> un.UnitMasks:
+        """Masks of raw activations under other thresholds or bands (used by ``SET threshold``)."""
+        return self._masks_from_activations(activations, thresholds, progress, upper)
 
-    def _masks_from_activations(self, activations, thresholds, progress) -> un.UnitMasks:
+    def _masks_from_activations(self, activations, thresholds, progress, upper=None) -> un.UnitMasks:
         if "samples" in self.arrays:  # irregular samples: one value per sample, spread over its positions
             un.check_exact_integers(np.asarray(activations))
             values = np.asarray(activations, dtype=np.float64)
             un.check_finite(values)
-            return _spread_sample_masks(values > thresholds[None, :], self.sample_offsets)
-        pairs = un.active_positions(activations, thresholds, self.mask_shape, progress=progress)
+            active = values > thresholds[None, :]
+            if upper is not None:
+                active &= values <= upper[None, :]
+            return _spread_sample_masks(active, self.sample_offsets)
+        pairs = un.active_positions(activations, thresholds, self.mask_shape, progress=progress, upper=upper)
         return un.masks_from_pairs(pairs, activations.shape[1])
 
     def _attach(self, name: str, masks: un.UnitMasks, rule: un.Threshold, thresholds: np.ndarray | None,

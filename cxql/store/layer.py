@@ -35,7 +35,7 @@ class Layer:
     @property
     def threshold(self) -> un.Threshold:
         t = self.meta["threshold"]
-        return un.Threshold(t["kind"], float(t["value"]))
+        return un.Threshold(t["kind"], float(t["value"]), None if t.get("upper") is None else float(t["upper"]))
 
     @property
     def thresholds(self) -> np.ndarray | None:

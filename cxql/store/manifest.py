@@ -35,8 +35,6 @@ READABLE = (1, 2)
 MANIFEST = "manifest.json"
 MAX_MANIFEST_BYTES = 64 << 20
 KINDS = ("vision", "text")
-THRESHOLD_KINDS = ("quantile", "absolute", "masks")
-
 _SEGMENT = re.compile(r"[^./\\\x00-\x1f\x7f][^/\\\x00-\x1f\x7f]{0,199}")
 _V1_LAYER_FILES = {"positions": ("hist_indptr", "hist_sig", "hist_count", "mask_indptr", "mask_positions"),
                    "bits": ("hist_indptr", "hist_sig", "hist_count", "mask_bits")}
@@ -44,6 +42,10 @@ _V1_POSITION_FILES = ("position_local", "sample_sig_indptr", "sample_sig_table")
 _SEG = r"[^./\\\x00-\x1f\x7f][^/\\\x00-\x1f\x7f]{0,199}"
 #: The names cxql gives array files: KEY.npy, layers/LAYER/KEY.npy, each possibly under a generation gN/.
 OWN_FILE = re.compile(rf"(?:g\d+/)?(?:layers/{_SEG}/)?{_SEG}\.npy")
+
+
+#: How a layer's masks were made (cxql.store.units.Threshold.kind).
+THRESHOLD_KINDS = ("quantile", "absolute", "masks", "cluster", "given")
 
 
 def check_segment(name: Any, what: str = "layer name") -> str:
@@ -225,7 +227,10 @@ def check_layer_meta(name: Any, meta: Any, source: Path, version: int) -> None:
 def _threshold(v: Any) -> bool:
     if not isinstance(v, dict) or not isinstance(v.get("kind"), str) or v["kind"] not in THRESHOLD_KINDS:
         return False
-    value = v.get("value")
+    return all(_finite(v.get(key)) for key in ("value", "upper") if key == "value" or key in v)
+
+
+def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 

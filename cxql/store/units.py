@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 import numpy as np
 
 from ..errors import DataError
+from . import bands
 from .ids import SampleLocalIds
 
 if TYPE_CHECKING:
@@ -36,8 +37,10 @@ DEFAULT_TOP_FRACTION = 0.005
 class Threshold:
     """How a layer's thresholds were chosen: a quantile level or an absolute value."""
 
-    kind: str  # "quantile" | "absolute" | "masks"
+    kind: str  # "quantile" | "absolute" | "cluster" | "given" (per-unit array) | "masks"
     value: float = 0.0
+    #: A band's upper end (quantile level or value; None: no upper end), or n of ``cluster:k/n`` (value = k).
+    upper: float | None = None
 
     @classmethod
     def parse(cls, spec: "float | int | str | Threshold | None", default: "Threshold") -> "Threshold":
@@ -49,7 +52,15 @@ class Threshold:
         if isinstance(spec, (int, float)) and not isinstance(spec, bool):
             return cls("absolute", _finite(float(spec), spec))
         text = str(spec).strip().lower()
+        if text.startswith("cluster:"):
+            k, n = bands.parse_cluster(text[len("cluster:"):], spec)
+            return cls("cluster", float(k), float(n))
         for prefix in ("quantile:", "q:"):
+            if text.startswith(prefix) and ".." in text:
+                a, b = bands.parse_band(text[len(prefix):], spec)
+                if not 0.0 <= a < b <= 1.0:
+                    raise DataError(f"threshold {spec!r}: a quantile band's levels must be within 0..1")
+                return cls("quantile", a, b)
             if text.startswith(prefix):
                 level = _number(text[len(prefix):], spec)
                 if not 0.0 < level < 1.0:
@@ -59,12 +70,21 @@ class Threshold:
             if text.startswith(prefix):
                 text = text[len(prefix):]
                 break
+        if ".." in text:
+            a, b = bands.parse_band(text, spec)
+            return cls("absolute", _finite(a, spec), _finite(b, spec))
         return cls("absolute", _finite(_number(text, spec), spec))
 
     def to_json(self) -> dict:
-        return {"kind": self.kind, "value": self.value}
+        return {"kind": self.kind, "value": self.value, **({"upper": self.upper} if self.upper is not None else {})}
 
     def __str__(self) -> str:
+        if self.kind == "cluster":
+            return f"cluster:{self.value:g}/{self.upper:g}"
+        if self.kind == "given":
+            return "per-unit thresholds"
+        if self.upper is not None:
+            return f"{'quantile' if self.kind == 'quantile' else 'value'}:{self.value:g}..{self.upper:g}"
         return f"quantile:{self.value:g}" if self.kind == "quantile" else f"{self.value:g}"
 
 
@@ -231,6 +251,52 @@ def unit_thresholds(acts: np.ndarray, threshold: Threshold, block_bytes: int = B
     return out
 
 
+def unit_bands(acts: np.ndarray, rule: Threshold,
+               block_bytes: int = BLOCK_BYTES) -> tuple[np.ndarray, np.ndarray | None]:
+    """float64 ([U] lower ends, [U] upper ends or None): masks are ``lower < a <= upper`` (:mod:`.bands`)."""
+    if rule.kind in ("given", "masks"):
+        raise DataError(f"threshold {rule}: not a rule to compute thresholds from; pass the thresholds array")
+    if rule.upper is None:
+        return unit_thresholds(acts, rule, block_bytes), None
+    n_units = acts.shape[1]
+    if rule.kind == "absolute":
+        return np.full(n_units, rule.value), np.full(n_units, float(rule.upper))
+    low, high = np.empty(n_units), np.empty(n_units)
+    for start, block in _unit_blocks(acts, block_bytes):
+        if rule.kind == "cluster":
+            for i, row in enumerate(block):
+                low[start + i], high[start + i] = bands.cluster_band(row, int(rule.value), int(rule.upper))
+        else:
+            low[start:start + len(block)], high[start:start + len(block)] = bands.quantile_ends(
+                block, rule.value, float(rule.upper))
+    return low, high
+
+
+def _unit_blocks(acts: np.ndarray, block_bytes: int) -> Iterator[tuple[int, np.ndarray]]:
+    """(first unit, float64 [units, samples * raw positions]) blocks of a few units, finite values checked."""
+    per_unit = 8 * acts.shape[0] * int(np.prod(acts.shape[2:]))
+    chunk_units = max(1, block_bytes // max(1, per_unit))
+    for start in range(0, acts.shape[1], chunk_units):
+        block = np.asarray(acts[:, start:start + chunk_units], dtype=np.float64)
+        block = np.moveaxis(block, 1, 0).reshape(block.shape[1], -1)
+        check_finite(block, start, "unit", int(np.prod(acts.shape[2:])))
+        yield start, block
+
+
+def check_given_thresholds(thresholds: object, n_units: int, source: str = "thresholds") -> np.ndarray:
+    """Per-unit thresholds given as data (``--thresholds FILE.npy``): float64 [U], finite, one per unit."""
+    array = as_array(thresholds, source)
+    if array.dtype.kind not in "iuf":
+        raise DataError(f"{source}: thresholds must be integer or float numbers, got dtype {array.dtype}")
+    if array.ndim != 1 or len(array) != n_units:
+        raise DataError(f"{source}: expected one threshold per unit, shape [{n_units}], got {list(array.shape)}")
+    bad = np.flatnonzero(~np.isfinite(array))
+    if len(bad):
+        raise DataError(f"{source}: threshold of unit {int(bad[0])} is {array[bad[0]]}; every threshold must be "
+                        "a finite number")
+    return np.asarray(array, dtype=np.float64)
+
+
 def float32_thresholds(thresholds: np.ndarray) -> np.ndarray:
     """float32 t_u with ``x > t_u  <=>  x > T_u`` for every float32 x.
 
@@ -248,7 +314,8 @@ def float32_thresholds(thresholds: np.ndarray) -> np.ndarray:
 
 def active_positions(acts: np.ndarray, thresholds: np.ndarray, mask_shape: tuple[int, ...] | None,
                      block_bytes: int = BLOCK_BYTES,
-                     progress: Callable[[int], None] | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+                     progress: Callable[[int], None] | None = None,
+                     upper: np.ndarray | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield (unit ids, positions) of active positions, block by block of samples.
 
     4-D activations are upsampled to ``mask_shape`` bilinearly; 2-D ones (one
@@ -257,11 +324,15 @@ def active_positions(acts: np.ndarray, thresholds: np.ndarray, mask_shape: tuple
     map whose raw maximum is not above T_u has no active position: only the
     maps that can fire (about 1 in 20 at the default quantile) are
     upsampled, in batches of ``block_bytes``. Within a block, pairs are
-    ordered by unit, then position.
+    ordered by unit, then position. With ``upper``, a position is active when
+    ``thresholds < a <= upper`` (a band, :mod:`.bands`).
     """
     per_sample = int(np.prod(mask_shape)) if mask_shape else 1
     dtype = compare_dtype(acts.dtype)
     t = float32_thresholds(thresholds) if dtype == np.float32 else np.asarray(thresholds, dtype=np.float64)
+    # a <= upper  <=>  not (a > upper): the same float32 rounding keeps the upper end exact
+    hi = None if upper is None else (float32_thresholds(upper) if dtype == np.float32
+                                      else np.asarray(upper, dtype=np.float64))
     raw_size = int(np.prod(acts.shape[2:]))
     chunk = max(1, block_bytes // (dtype.itemsize * acts.shape[1] * raw_size))
     for start in range(0, acts.shape[0], chunk):
@@ -272,8 +343,11 @@ def active_positions(acts: np.ndarray, thresholds: np.ndarray, mask_shape: tuple
         peak = block.reshape(block.shape[0], block.shape[1], -1).max(axis=2)           # [n, U]
         unit, sample = np.nonzero((peak > t[None, :]).T)                               # by unit, then sample
         if block.ndim == 4:
-            yield from _upsampled(block, unit, sample, start, t, mask_shape, block_bytes)
+            yield from _upsampled(block, unit, sample, start, t, mask_shape, block_bytes, hi)
         else:
+            if hi is not None:
+                keep = block[sample, unit] <= hi[unit]
+                unit, sample = unit[keep], sample[keep]
             offsets = np.arange(per_sample, dtype=np.int64)
             yield np.repeat(unit, per_sample), ((sample + start)[:, None] * per_sample + offsets).ravel()
         if progress:
@@ -281,7 +355,8 @@ def active_positions(acts: np.ndarray, thresholds: np.ndarray, mask_shape: tuple
 
 
 def _upsampled(block: np.ndarray, unit: np.ndarray, sample: np.ndarray, start: int, t: np.ndarray,
-               mask_shape: tuple[int, ...] | None, block_bytes: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+               mask_shape: tuple[int, ...] | None, block_bytes: int,
+               hi: np.ndarray | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Active (unit, position) pairs of the given (sample, unit) maps, upsampled in batches."""
     import torch  # here, not at the top: opening a store must not wait for torch (start-up time)
 
@@ -295,7 +370,11 @@ def _upsampled(block: np.ndarray, unit: np.ndarray, sample: np.ndarray, start: i
         if tuple(maps.shape[2:]) != tuple(mask_shape):
             maps = torch.nn.functional.interpolate(maps, size=tuple(mask_shape), mode="bilinear",
                                                    align_corners=False)
-        hit = (maps.reshape(len(u), -1) > torch.from_numpy(t[u])[:, None]).numpy()
+        flat = maps.reshape(len(u), -1)
+        hit = flat > torch.from_numpy(t[u])[:, None]
+        if hi is not None:
+            hit &= flat <= torch.from_numpy(hi[u])[:, None]
+        hit = hit.numpy()
         which, pixel = np.nonzero(hit)
         yield u[which], (smp[which].astype(np.int64) + start) * per_sample + pixel
 
