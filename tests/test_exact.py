@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import cxql
 from cxql.exact import Space, Unit, search_unit
+from cxql.resources import demo_store_path
 
 # ------------------------------------------------------------ the independent enumerator
 
@@ -225,3 +228,38 @@ def test_exact_is_never_below_the_beam():
         for u, row in enumerate(beam):
             got = exact_answer(dense, units[:, u], 3)
             assert got.iou >= row["iou"], (trial, u, row["formula"])
+
+
+# ------------------------------------------------------------ the README's demo-store figures
+
+
+def readme_exact_table() -> tuple[str, list[tuple[str, ...]]]:
+    """The section "Exact search" of the README and its rows | layer | units | below | largest | mean |."""
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("## Exact search"):text.index("## Command line")]
+    rows = re.findall(r"^\| (conv1|conv2|fc) \| (\d+) \| (\d+) \| ([0-9.]+) \| ([0-9.]+|-) \|$", section, re.M)
+    return section, rows
+
+
+def test_readme_demo_table_is_what_exact_and_beam_answer():
+    """Recomputes the README's "how often beam missed" table on stores/digits (LENGTH 3, BEAM 10)."""
+    section, table = readme_exact_table()
+    assert [r[0] for r in table] == ["conv1", "conv2", "fc"]
+    session = cxql.connect(cxql.ConceptStore.open(demo_store_path()))
+    below_total, largest = 0, 0.0
+    for layer, n_units, below, top, mean in table:
+        session.execute(f"SET layer = '{layer}'")
+        beam = session.execute("SEARCH unit * LENGTH 3 BEAM 10").rows
+        exact = session.execute("SEARCH unit * LENGTH 3 EXACT").rows
+        assert all(e["optimal"] and e["bound"] == e["iou"] for e in exact)
+        gaps = np.array([e["iou"] - b["iou"] for b, e in zip(beam, exact)])
+        assert gaps.min() > -1e-12  # EXACT is never below the beam at LENGTH 3
+        worse = gaps > 1e-12
+        assert (int(n_units), int(below), top) == (len(beam), int(worse.sum()), f"{gaps.max():.4f}"), layer
+        assert mean == (f"{gaps[worse].mean():.4f}" if worse.any() else "-"), layer
+        below_total, largest = below_total + int(worse.sum()), max(largest, gaps.max())
+        if layer == "fc":  # the example the README spells out
+            assert (beam[0]["formula"], exact[0]["formula"]) == ("pred:9", "((label:9 AND pred:3) OR pred:9)")
+            assert f"`pred:9`\n({beam[0]['iou']:.3f})" in section and f"({exact[0]['iou']:.3f})" in section
+    units = sum(int(r[1]) for r in table)
+    assert f"{below_total} of {units} units below the optimum, by at\nmost {largest:.4f} IoU" in section
