@@ -48,12 +48,35 @@ priority, and ``bound`` when stopped early) comes from Dinkelbach steps on
 the same sums, in integers, so it ends exactly. At the root, every formula
 lies inside its first leaf plus its OR-ed concepts: top_L.
 
+The last step (nodes with one leaf to go). A child's value b*tp - a*fp
+splits into W(X), the sum of w_s (signs kept) over the unit's signatures in
+X, known per unit from its own (signature, concept) pairs, and N(X), X's
+positions on signatures where the unit never fires, each costing a. For
+H = A op d and any concept c, with n = N(H AND c): H OR c is worth
+W(H OR c) - a*(N(H) + N(c) - n), H AND c is W(H AND c) - a*n and H AND NOT c
+is W(H AND NOT c) - a*(N(H) - n), so an interval [lo, hi] holding n bounds
+all three exactly as far as the interval is tight. n is derived from
+t = N(A AND d AND c), and |A AND c| (counted when A was expanded) and
+|d AND c| (per concept, once per store) less the unit's positions give
+x_A = N(A AND c), x_d = N(d AND c): t <= min(x_A, x_d, N(A AND d)) and
+t >= max(0, x_A + x_d - N(c), x_A + N(A AND d) - N(A), x_d + N(A AND d) - N(d)),
+each "two subsets of one set overlap by at least their sizes' excess over
+it". Then n = x_A + x_d - t (OR), t (AND) or x_A - t (AND NOT); always
+0 <= n <= min(N(H), N(c)), the fallback when A's counts left the cache.
+Every step is an identity or an inequality on the measure N, so the bound
+is admissible; tests/test_exact.py checks it against every child of every
+prefix of random tiny stores. A node whose children all fall below the
+incumbent is dropped when its parent is expanded (all siblings at once,
+first with the crude interval [0, min(N(H), N(c))], then the exact one
+where that is not enough); a popped one counts |H AND c| only for the
+concepts whose children may still win.
+
 Search. A greedy beam (width 5, distinct leaves) seeds the incumbent; then
 best-first on the bound: children inherit their parent's bound as priority,
 a popped node is re-tested against the incumbent, tightened to its own
-bound (when more than one leaf is left; the last step is cheaper to expand
-than to bound), and expanded. Every formula is scored when its parent is expanded,
-and a subtree is only dropped with a proof, so an empty frontier means the
+bound (when more than one leaf is left; a last-step node goes straight to
+the step above), and expanded. Every formula is scored when its parent is
+expanded or proven unable to win, and a subtree is only dropped with a proof, so an empty frontier means the
 incumbent is optimal. A deadline or cancel stops early: the answer is the
 incumbent, and ``bound`` is the largest priority left (each is >= its
 subtree), so the gap is ``bound - iou``.
@@ -108,8 +131,12 @@ class Space:
         self.slot = np.full(n_concepts, -1, np.int64)
         self.slot[self.candidates] = np.arange(len(self.candidates))
         self.cand_sizes = self.sizes[self.candidates]
+        by_concept = np.argsort(self.concept, kind="stable")
+        self.concept_sigs = self.sig[by_concept]                        # concept-major: each concept's signatures
+        self.concept_ptr = np.concatenate([[0], np.cumsum(np.bincount(self.concept, minlength=n_concepts))])
         self._columns: dict[int, np.ndarray] = {}
         self._overlaps: dict[Key, np.ndarray] = {}
+        self._sizes: dict[Key, int] = {}
         self.n_positions = int(self.counts.sum())
 
     @classmethod
@@ -122,6 +149,19 @@ class Space:
         """Indices of the (signature, concept) pairs of signatures ``rows``, signature by signature."""
         first, n = self.sig_ptr[rows], self.sig_ptr[rows + 1] - self.sig_ptr[rows]
         return np.repeat(first - np.cumsum(n) + n, n) + np.arange(int(n.sum()))
+
+    def some_overlaps(self, key: Key, mask: np.ndarray, slots: np.ndarray) -> np.ndarray:
+        """int64 [len(slots)]: |G AND c| for the candidates ``slots`` only (the full vector when cached or cheaper)."""
+        full = self._overlaps.get(key)
+        if full is not None:
+            return full[slots]
+        ks = self.candidates[slots]
+        first, n = self.concept_ptr[ks], self.concept_ptr[ks + 1] - self.concept_ptr[ks]
+        if int(n.sum()) * 2 > len(self.sig):  # as dear as all of G's pairs: compute (and cache) them all
+            return self.overlaps(key, mask)[slots]
+        take = np.repeat(first - np.cumsum(n) + n, n) + np.arange(int(n.sum()))
+        weight = np.where(mask, self.counts, 0)[self.concept_sigs[take]]
+        return np.bincount(np.repeat(np.arange(len(ks)), n), weights=weight, minlength=len(ks)).astype(np.int64)
 
     def column(self, k: int) -> np.ndarray:
         """bool [S]: signatures holding concept k."""
@@ -153,8 +193,15 @@ class Space:
             out = out[self.candidates].astype(np.int64)
             if len(self._overlaps) * out.nbytes > CACHE_BYTES:
                 self._overlaps.clear()
+                self._sizes.clear()
             self._overlaps[key] = out
+            self._sizes[key] = int(self.counts[mask].sum())
         return out
+
+    def cached(self, key: Key) -> tuple[np.ndarray, int] | None:
+        """(|G AND c| for the candidates, |G|) when G's overlaps are in the cache, else None."""
+        out = self._overlaps.get(key)
+        return None if out is None else (out, self._sizes[key])
 
 
 class Unit:
@@ -178,6 +225,38 @@ class Unit:
         self.sizes_c = space.cand_sizes
         self.fast = space.n_positions ** 2 * 4 < 2 ** 53     # weighted sums stay exact in float64
         self.tp_c = self.spread(self.m)
+        self.fp_c = self.spread(self.fp)
+        self.out_c = (space.cand_sizes - self.tp_c - self.fp_c).astype(self.dtype)  # N(c): c's positions off M's signatures
+        self._member: np.ndarray | None = None
+        self._candidates, self._n_concepts = space.candidates, space.n_concepts
+
+    @property
+    def member(self) -> np.ndarray:
+        """bool [K, E]: which of the unit's signatures each concept (store index) holds."""
+        if self._member is None:
+            self._member = np.zeros((self._n_concepts, len(self.sigs)), bool)
+            self._member[self._candidates[self.slot], self.row] = True
+        return self._member
+
+    def inside(self, space: "Space", key: Key) -> np.ndarray:
+        """bool [E]: which of the unit's signatures the formula ``key`` holds (no pass over the whole store)."""
+        member = self.member
+        out = member[key[0]].copy()
+        for i in range(1, len(key), 2):
+            col, op = member[key[i]], key[i + 1]
+            out = out | col if op == OR else out & col if op == AND else out & ~col
+        return out
+
+    def spread_rows(self, values: np.ndarray) -> np.ndarray:
+        """[J, K']: ``spread`` of each row of ``values`` [J, E] (exact)."""
+        j = len(values)
+        flat = (np.arange(j)[:, None] * self.n_cand + self.slot[None]).ravel()
+        if self.fast:
+            out = np.bincount(flat, weights=values[:, self.row].astype(np.float64).ravel(), minlength=j * self.n_cand)
+            return out.astype(np.int64).reshape(j, self.n_cand)
+        out = np.zeros(j * self.n_cand, self.dtype)
+        np.add.at(out, flat, values[:, self.row].ravel())
+        return out.reshape(j, self.n_cand)
 
     def spread(self, values: np.ndarray) -> np.ndarray:
         """[K']: per candidate concept, the sum of ``values`` [E] over the unit's signatures in it (exact)."""
@@ -389,8 +468,7 @@ def search_unit(space: Space, unit: Unit, length: int, *, deadline: float | None
         prio, _, key, n_g, tp_g, refined = heapq.heappop(heap)
         k = (len(key) + 1) // 2
         prune.update(best)
-        mask = space.mask(key)
-        gu = mask[unit.sigs]
+        gu = unit.inside(space, key)
         h_g = prune.w[gu].sum() if len(prune.w) else 0
         if not keep(prune.phi(h_g, tp_g * best.b - (n_g - tp_g) * best.a, length - k), k):
             continue
@@ -400,8 +478,11 @@ def search_unit(space: Space, unit: Unit, length: int, *, deadline: float | None
                 heapq.heappush(heap, (-_frac(a, b), counter, key, n_g, tp_g, True))
                 counter += 1
                 continue
+        if k + 1 == length:  # the last step: bound each child from M's signatures, count only the hopeful ones
+            expanded += last_step(space, unit, prune, best, key, n_g, tp_g)
+            continue
         expanded += 1
-        size, tp, ok = children(space, unit, key, mask, n_g, tp_g)
+        size, tp, ok = children(space, unit, key, space.mask(key), n_g, tp_g)
         union = unit.size + size - tp
         _offer_best_child(best, space, key, size, tp, union, ok)
         if k + 1 >= length:
@@ -412,6 +493,13 @@ def search_unit(space: Space, unit: Unit, length: int, *, deadline: float | None
         h = np.stack([h_g + np.asarray(prune.h_c) - h_gc, h_gc, h_g - h_gc], 1)
         own = tp.astype(unit.dtype) * best.b - (size - tp).astype(unit.dtype) * best.a
         live = np.argwhere(ok & keep(prune.phi(h, own, length - k - 1), k + 1))
+        if k + 2 == length and len(live):  # the children are last-step nodes: drop those whose children cannot win
+            ds, ops = space.candidates[live[:, 0]], live[:, 1]
+            ub = child_bounds(space, unit, key, ds, ops, size[live[:, 0], ops], tp[live[:, 0], ops], best.a, best.b)
+            may = ub >= best.a * unit.size
+            may[:, space.slot[np.asarray(leaves(key), np.int64)]] = False
+            may[np.arange(len(live)), live[:, 0]] = False
+            live = live[may.any((1, 2))]
         for ci, op in live:
             child = key + (int(space.candidates[ci]), int(op))
             heapq.heappush(heap, (prio, counter, child, int(size[ci, op]), int(tp[ci, op]), False))
@@ -424,6 +512,101 @@ def search_unit(space: Space, unit: Unit, length: int, *, deadline: float | None
     return Answer(key, best.inter if key else 0, best.size if key else 0, unit.size, optimal, bound, expanded)
 
 
+def last_step(space: Space, unit: Unit, prune: "_Pruner", best: _Best, key: Key, n_g: int, tp_g: int) -> bool:
+    """Score the children of ``key`` that may still beat the incumbent; False when none may (nothing counted).
+
+    A child's value b*tp - a*fp splits into M's signatures, known per unit without a pass over the store
+    (W(X), the sum of w_s with their signs), and N(X), its positions on other signatures, each costing a.
+    So H OR c is worth W(H OR c) - a*(N(H) + N(c) - N(H AND c)), H AND c W(H AND c) - a*N(H AND c), and
+    H AND NOT c W(H AND NOT c) - a*(N(H) - N(H AND c)): an interval [lo, hi] for N(H AND c) bounds all three
+    (see ``off_unit_overlap``). Only the children kept get |H AND c| counted, and only for their concepts.
+    """
+    gu = unit.inside(space, key)
+    parent, d, op = (key[:-2], key[-2], key[-1]) if len(key) > 1 else (None, key[0], OR)
+    may = child_bounds(space, unit, parent, np.array([d]), np.array([op]), np.array([n_g]), np.array([tp_g]),
+                       best.a, best.b)[0] >= prune.aM
+    used = space.slot[np.asarray(leaves(key), np.int64)]
+    may[used] = False
+    if len(key) == 1:
+        may[:used[0], OR] = False
+        may[:used[0], AND] = False
+    slots = np.flatnonzero(may.any(1))
+    if not len(slots):
+        return False
+    n_gc = space.some_overlaps(key, space.mask(key), slots)
+    tp_gc = np.asarray(unit.spread(unit.m * gu), np.int64)[slots]
+    n_c, tp_c = space.cand_sizes[slots], np.asarray(unit.tp_c, np.int64)[slots]
+    size = np.zeros((len(space.candidates), 3), np.int64)
+    tp = np.zeros_like(size)
+    size[slots] = np.stack([n_g + n_c - n_gc, n_gc, n_g - n_gc], 1)
+    tp[slots] = np.stack([tp_g + tp_c - tp_gc, tp_gc, tp_g - tp_gc], 1)
+    ok = may & (size > 0) & (size != n_g)
+    _offer_best_child(best, space, key, size, tp, unit.size + size - tp, ok)
+    return True
+
+
+def child_bounds(space: Space, unit: Unit, parent: Key | None, ds: np.ndarray, ops: np.ndarray,
+                 n_g: np.ndarray, tp_g: np.ndarray, a: int, b: int) -> np.ndarray:
+    """[J, K', 3]: for the children ``H_j OP c`` of the J nodes H_j = parent op_j d_j (or H_j = d_j without a
+    parent), an upper bound on b*tp - a*fp, without counting |H_j AND c| (see ``last_step``).
+
+    First with N(H AND c) anywhere in [0, min(N(H), N(c))]; then, where that still reaches a*|M|, with the
+    interval of ``off_unit_overlap`` (the same bound, tighter, paid only where it can matter)."""
+    w_all = (unit.m * b - unit.fp * a).astype(unit.dtype)
+    g_a = unit.inside(space, parent) if parent else np.zeros(len(unit.sigs), bool)
+    in_d = unit.member[ds]                                                # [J, E]
+    ops_ = np.asarray(ops)[:, None]
+    g_h = np.where(ops_ == OR, g_a | in_d, np.where(ops_ == AND, g_a & in_d, g_a & ~in_d))
+    w_h = w_all * g_h
+    big_w = w_h.sum(1)[:, None]
+    w_hc = unit.spread_rows(w_h)
+    w_c = np.asarray(unit.spread(w_all), dtype=unit.dtype)[None]
+    n_h = (np.asarray(n_g) - np.asarray(tp_g)).astype(unit.dtype)[:, None] - (unit.fp * g_h).sum(1)[:, None]
+    cap = np.minimum(unit.out_c[None], n_h)
+    ub = np.stack([big_w + w_c - w_hc - a * (n_h + unit.out_c - cap), w_hc, big_w - w_hc - a * (n_h - cap)], 2)
+    j, c = np.nonzero((ub >= a * unit.size).any(2))
+    if len(j):
+        lo, hi = off_unit_overlap(space, unit, parent, ds, ops_[:, 0], g_a, in_d, j, c, cap[j, c])
+        big_w, w_hc, n_h = big_w[j, 0], w_hc[j, c], n_h[j, 0]
+        ub[j, c] = np.stack([big_w + w_c[0, c] - w_hc - a * (n_h + unit.out_c[c] - hi), w_hc - a * lo,
+                             big_w - w_hc - a * (n_h - hi)], 1)
+    return ub
+
+
+def off_unit_overlap(space: Space, unit: Unit, parent: Key | None, ds: np.ndarray, ops: np.ndarray, g_a: np.ndarray,
+                     in_d: np.ndarray, j: np.ndarray, c: np.ndarray, cap: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """[lo, hi] of N(H_j AND c) for the pairs (j, c), H_j = A op_j d_j, from |A AND c| and |d_j AND c|.
+
+    Those vectors are counted anyway (A's when A was expanded; a concept's once per store), and
+    N(X AND c) is that count less M's signatures' positions in it (a sum over the unit's pairs).
+    With t = N(A AND d AND c): t <= min(x_A, x_d, N(A AND d)), and t >= each of 0, x_A + x_d - N(c),
+    x_A + N(A AND d) - N(A), x_d + N(A AND d) - N(d) (two subsets of one set overlap by at least their
+    sizes' excess over it). H AND c is then A OR d: x_A + x_d - t, A AND d: t, A AND NOT d: x_A - t.
+    No parent: A is empty (H = d, known exactly). A parent whose counts left the cache: [0, cap].
+    """
+    got = space.cached(parent) if parent else (np.zeros(len(space.candidates), np.int64), 0)
+    if got is None:
+        return np.zeros_like(cap), cap
+    p_a, size_a = got
+    counts = unit.m + unit.fp
+    p_d = np.stack([space.overlaps((int(d),), space.column(int(d))) for d in ds])   # cached per store
+    x_a = (p_a[c] - np.asarray(unit.spread(counts * g_a), np.int64)[c]).astype(unit.dtype)
+    x_d = (p_d[j, c] - unit.spread_rows(counts * in_d)[j, c]).astype(unit.dtype)
+    n_a = size_a - _dot(counts, g_a)
+    slot_d = space.slot[ds]
+    n_d = unit.out_c[slot_d][j]
+    n_ad = (p_a[slot_d] - (counts * (g_a & in_d)).sum(1)).astype(unit.dtype)[j]
+    n_c = unit.out_c[c]
+    lo_t = np.maximum(np.maximum(0, x_a + x_d - n_c), np.maximum(x_a + n_ad - n_a, x_d + n_ad - n_d))
+    hi_t = np.minimum(np.minimum(x_a, x_d), n_ad)
+    op = ops[j]
+    lo = np.where(op == OR, x_a + x_d - hi_t, np.where(op == AND, lo_t, x_a - hi_t))
+    hi = np.where(op == OR, x_a + x_d - lo_t, np.where(op == AND, hi_t, x_a - lo_t))
+    return np.maximum(lo, 0), np.minimum(hi, cap)
+
+
+def _dot(values: np.ndarray, take: np.ndarray):
+    return values[take].sum() if len(values) else 0
 def _offer_best_child(best: _Best, space: Space, key: Key, size: np.ndarray, tp: np.ndarray,
                       union: np.ndarray, ok: np.ndarray) -> None:
     """Offer the first (canonical order) child of greatest exact IoU to the incumbent."""
