@@ -73,13 +73,14 @@ concepts whose children may still win.
 
 Search. A greedy beam (width 5, distinct leaves) seeds the incumbent; then
 best-first on the bound: children inherit their parent's bound as priority,
-a popped node is re-tested against the incumbent, tightened to its own
-bound (when more than one leaf is left; a last-step node goes straight to
-the step above), and expanded. Every formula is scored when its parent is
-expanded or proven unable to win, and a subtree is only dropped with a proof, so an empty frontier means the
+and a popped node is re-tested against the incumbent and expanded. Every
+formula is scored when its parent is expanded or proven unable to win, and
+a subtree is only dropped with a proof, so an empty frontier means the
 incumbent is optimal. A deadline or cancel stops early: the answer is the
 incumbent, and ``bound`` is the largest priority left (each is >= its
-subtree), so the gap is ``bound - iou``.
+subtree) after the top nodes are tightened to their own relaxation (for at
+most 50 ms; during a full proof that tightening only cost time, as the
+work barely depends on the order), so the gap is ``bound - iou``.
 
 Limits. The bound is tight when a unit's mask follows concepts; when a unit
 fires on many scattered signatures at high precision, the "any part of a
@@ -228,6 +229,7 @@ class Unit:
         self.fp_c = self.spread(self.fp)
         self.out_c = (space.cand_sizes - self.tp_c - self.fp_c).astype(self.dtype)  # N(c): c's positions off M's signatures
         self._member: np.ndarray | None = None
+        self._off: dict[int, np.ndarray] = {}
         self._candidates, self._n_concepts = space.candidates, space.n_concepts
 
     @property
@@ -237,6 +239,15 @@ class Unit:
             self._member = np.zeros((self._n_concepts, len(self.sigs)), bool)
             self._member[self._candidates[self.slot], self.row] = True
         return self._member
+
+    def off_rows(self, space: "Space", ds: np.ndarray) -> np.ndarray:
+        """[J, K']: N(d_j AND c), the positions of d_j AND c where the unit never fires (kept per concept)."""
+        new = [int(d) for d in dict.fromkeys(ds.tolist()) if int(d) not in self._off]
+        if new:
+            unit_part = self.spread_rows((self.m + self.fp) * self.member[new])
+            for d, row in zip(new, unit_part):
+                self._off[d] = (space.overlaps((d,), space.column(d)) - row).astype(self.dtype)
+        return np.stack([self._off[int(d)] for d in ds])
 
     def inside(self, space: "Space", key: Key) -> np.ndarray:
         """bool [E]: which of the unit's signatures the formula ``key`` holds (no pass over the whole store)."""
@@ -472,12 +483,6 @@ def search_unit(space: Space, unit: Unit, length: int, *, deadline: float | None
         h_g = prune.w[gu].sum() if len(prune.w) else 0
         if not keep(prune.phi(h_g, tp_g * best.b - (n_g - tp_g) * best.a, length - k), k):
             continue
-        if not refined and length - k > 1:  # tighten deep nodes to their own bound (cheap ones go straight on)
-            a, b = relaxed_bound(unit, length - k, best.a, best.b, gu, tp_g, n_g - tp_g)
-            if _frac(a, b) < -prio:
-                heapq.heappush(heap, (-_frac(a, b), counter, key, n_g, tp_g, True))
-                counter += 1
-                continue
         if k + 1 == length:  # the last step: bound each child from M's signatures, count only the hopeful ones
             expanded += last_step(space, unit, prune, best, key, n_g, tp_g)
             continue
@@ -505,7 +510,7 @@ def search_unit(space: Space, unit: Unit, length: int, *, deadline: float | None
             heapq.heappush(heap, (prio, counter, child, int(size[ci, op]), int(tp[ci, op]), False))
             counter += 1
     v = _frac(best.a, best.b)
-    left = max((-e[0] for e in heap), default=0.0) if stopped else 0.0
+    left = _tighten(space, unit, length, best, heap) if stopped and heap else 0.0
     optimal = left < v or not stopped or not heap
     bound = v if optimal else min(max(v, left), _frac(root_a, root_b))
     key = best.key if best.a > 0 else None
@@ -589,9 +594,8 @@ def off_unit_overlap(space: Space, unit: Unit, parent: Key | None, ds: np.ndarra
         return np.zeros_like(cap), cap
     p_a, size_a = got
     counts = unit.m + unit.fp
-    p_d = np.stack([space.overlaps((int(d),), space.column(int(d))) for d in ds])   # cached per store
     x_a = (p_a[c] - np.asarray(unit.spread(counts * g_a), np.int64)[c]).astype(unit.dtype)
-    x_d = (p_d[j, c] - unit.spread_rows(counts * in_d)[j, c]).astype(unit.dtype)
+    x_d = unit.off_rows(space, ds)[j, c]
     n_a = size_a - _dot(counts, g_a)
     slot_d = space.slot[ds]
     n_d = unit.out_c[slot_d][j]
@@ -607,6 +611,21 @@ def off_unit_overlap(space: Space, unit: Unit, parent: Key | None, ds: np.ndarra
 
 def _dot(values: np.ndarray, take: np.ndarray):
     return values[take].sum() if len(values) else 0
+def _tighten(space: Space, unit: Unit, length: int, best: _Best, heap: list, seconds: float = 0.05) -> float:
+    """The largest bound left in a stopped search, after tightening the top nodes to their own bounds.
+
+    Nodes carry their parent's bound; the search does not tighten them (a full proof does the same work in
+    any order), so a stopped one does it here, from the top of the heap, for at most ``seconds``.
+    """
+    end = time.monotonic() + seconds
+    while not heap[0][5] and time.monotonic() < end:
+        prio, counter, key, n_g, tp_g, _ = heapq.heappop(heap)
+        a, b = relaxed_bound(unit, length - (len(key) + 1) // 2, best.a, best.b, unit.inside(space, key), tp_g,
+                             n_g - tp_g)
+        heapq.heappush(heap, (max(prio, -_frac(a, b)), counter, key, n_g, tp_g, True))
+    return -heap[0][0]
+
+
 def _offer_best_child(best: _Best, space: Space, key: Key, size: np.ndarray, tp: np.ndarray,
                       union: np.ndarray, ok: np.ndarray) -> None:
     """Offer the first (canonical order) child of greatest exact IoU to the incumbent."""

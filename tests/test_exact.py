@@ -409,3 +409,21 @@ def best_fraction(masks: list[int], unit: int) -> tuple[int, int]:
         if union and tp * best[1] > best[0] * union:
             best = (tp, union)
     return best
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_stopped_search_bounds_the_optimum(seed):
+    """Stopped after a few pops (the tightened bound of what is left), the gap still holds the optimum."""
+    rng = np.random.default_rng(500 + seed)
+    dense, unit = tiny_store(rng, int(rng.integers(3, 10)))
+    rows, inverse = np.unique(dense, axis=0, return_inverse=True)
+    inverse = inverse.ravel()
+    space = Space.from_member(rows, np.bincount(inverse, minlength=len(rows)))
+    hits = np.bincount(inverse, weights=unit, minlength=len(rows)).astype(np.int64)
+    sigs = np.flatnonzero(hits)
+    want, _ = enumerate_best(dense, unit, 3)
+    for stop_after in (1, 2, 5, 20):
+        calls = iter(range(stop_after + 1))
+        got = search_unit(space, Unit(space, sigs, hits[sigs]), 3, cancelled=lambda: next(calls, stop_after) >= stop_after)
+        assert got.bound >= want >= got.iou, stop_after
+        assert not got.optimal or got.iou == want
