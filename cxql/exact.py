@@ -221,7 +221,8 @@ class Unit:
         n = space.sig_ptr[self.sigs + 1] - space.sig_ptr[self.sigs]
         rows, slots = np.repeat(np.arange(len(self.sigs)), n), space.slot[space.concept[space.pairs_of(self.sigs)]]
         ok = slots >= 0
-        self.row, self.slot = rows[ok], slots[ok]      # the unit's (signature, concept) pairs
+        self.row, self.slot = rows[ok], slots[ok]      # the unit's (signature, concept) pairs, by signature
+        self.row_ptr = np.concatenate([[0], np.cumsum(np.bincount(self.row, minlength=len(self.sigs)))])
         self.n_cand = len(space.candidates)
         self.sizes_c = space.cand_sizes
         self.fast = space.n_positions ** 2 * 4 < 2 ** 53     # weighted sums stay exact in float64
@@ -259,15 +260,18 @@ class Unit:
         return out
 
     def spread_rows(self, values: np.ndarray) -> np.ndarray:
-        """[J, K']: ``spread`` of each row of ``values`` [J, E] (exact)."""
-        j = len(values)
-        flat = (np.arange(j)[:, None] * self.n_cand + self.slot[None]).ravel()
+        """[J, K']: ``spread`` of each row of ``values`` [J, E] (exact), visiting only its non-zero entries."""
+        j, s = np.nonzero(values)
+        n = self.row_ptr[s + 1] - self.row_ptr[s]
+        take = np.repeat(self.row_ptr[s] - np.cumsum(n) + n, n) + np.arange(int(n.sum()))
+        flat = np.repeat(j, n) * self.n_cand + self.slot[take]
+        weight = np.repeat(values[j, s], n)
         if self.fast:
-            out = np.bincount(flat, weights=values[:, self.row].astype(np.float64).ravel(), minlength=j * self.n_cand)
-            return out.astype(np.int64).reshape(j, self.n_cand)
-        out = np.zeros(j * self.n_cand, self.dtype)
-        np.add.at(out, flat, values[:, self.row].ravel())
-        return out.reshape(j, self.n_cand)
+            out = np.bincount(flat, weights=weight.astype(np.float64), minlength=len(values) * self.n_cand)
+            return out.astype(np.int64).reshape(len(values), self.n_cand)
+        out = np.zeros(len(values) * self.n_cand, self.dtype)
+        np.add.at(out, flat, weight)
+        return out.reshape(len(values), self.n_cand)
 
     def spread(self, values: np.ndarray) -> np.ndarray:
         """[K']: per candidate concept, the sum of ``values`` [E] over the unit's signatures in it (exact)."""
@@ -500,11 +504,8 @@ def search_unit(space: Space, unit: Unit, length: int, *, deadline: float | None
         live = np.argwhere(ok & keep(prune.phi(h, own, length - k - 1), k + 1))
         if k + 2 == length and len(live):  # the children are last-step nodes: drop those whose children cannot win
             ds, ops = space.candidates[live[:, 0]], live[:, 1]
-            ub = child_bounds(space, unit, key, ds, ops, size[live[:, 0], ops], tp[live[:, 0], ops], best.a, best.b)
-            may = ub >= best.a * unit.size
-            may[:, space.slot[np.asarray(leaves(key), np.int64)]] = False
-            may[np.arange(len(live)), live[:, 0]] = False
-            live = live[may.any((1, 2))]
+            n_d, tp_d = size[live[:, 0], ops], tp[live[:, 0], ops]
+            live = live[hopeful(space, unit, key, ds, ops, n_d, tp_d, best.a, best.b)]
         for ci, op in live:
             child = key + (int(space.candidates[ci]), int(op))
             heapq.heappush(heap, (prio, counter, child, int(size[ci, op]), int(tp[ci, op]), False))
@@ -557,6 +558,37 @@ def child_bounds(space: Space, unit: Unit, parent: Key | None, ds: np.ndarray, o
 
     First with N(H AND c) anywhere in [0, min(N(H), N(c))]; then, where that still reaches a*|M|, with the
     interval of ``off_unit_overlap`` (the same bound, tighter, paid only where it can matter)."""
+    parts = _crude(space, unit, parent, ds, ops, n_g, tp_g, a, b)
+    big_w, w_hc, w_c, n_h, cap = parts[:5]
+    ub = np.stack([big_w + w_c - w_hc - a * np.maximum(n_h, unit.out_c), w_hc,
+                   big_w - w_hc - a * np.maximum(n_h - unit.out_c, 0)], 2)
+    j, c = np.nonzero((ub >= a * unit.size).any(2))
+    if len(j):
+        ub[j, c] = _refined(space, unit, parent, ds, parts, j, c, a)
+    return ub
+
+
+def hopeful(space: Space, unit: Unit, parent: Key, ds: np.ndarray, ops: np.ndarray, n_g: np.ndarray,
+            tp_g: np.ndarray, a: int, b: int) -> np.ndarray:
+    """bool [J]: whether some child H_j OP c with c a new leaf has ``child_bounds`` >= a*|M| (same bound,
+    computed only as far as the answer needs)."""
+    parts = _crude(space, unit, parent, ds, ops, n_g, tp_g, a, b)
+    big_w, w_hc, w_c, n_h = parts[:4]
+    reach = a * unit.size
+    may = (w_hc >= reach) | (big_w - w_hc - a * np.maximum(n_h - unit.out_c, 0) >= reach)
+    may |= big_w + w_c - w_hc - a * np.maximum(n_h, unit.out_c) >= reach
+    may[:, space.slot[np.asarray(leaves(parent), np.int64)]] = False
+    may[np.arange(len(ds)), space.slot[ds]] = False
+    j, c = np.nonzero(may)
+    out = np.zeros(len(ds), bool)
+    if len(j):
+        out[j[(_refined(space, unit, parent, ds, parts, j, c, a) >= reach).any(1)]] = True
+    return out
+
+
+def _crude(space: Space, unit: Unit, parent: Key | None, ds: np.ndarray, ops: np.ndarray, n_g: np.ndarray,
+           tp_g: np.ndarray, a: int, b: int) -> tuple:
+    """The parts of the child bounds every (j, c) needs: W(H_j), W(H_j AND c), W(c), N(H_j), min(N(H_j), N(c))."""
     w_all = (unit.m * b - unit.fp * a).astype(unit.dtype)
     g_a = unit.inside(space, parent) if parent else np.zeros(len(unit.sigs), bool)
     in_d = unit.member[ds]                                                # [J, E]
@@ -568,14 +600,17 @@ def child_bounds(space: Space, unit: Unit, parent: Key | None, ds: np.ndarray, o
     w_c = np.asarray(unit.spread(w_all), dtype=unit.dtype)[None]
     n_h = (np.asarray(n_g) - np.asarray(tp_g)).astype(unit.dtype)[:, None] - (unit.fp * g_h).sum(1)[:, None]
     cap = np.minimum(unit.out_c[None], n_h)
-    ub = np.stack([big_w + w_c - w_hc - a * (n_h + unit.out_c - cap), w_hc, big_w - w_hc - a * (n_h - cap)], 2)
-    j, c = np.nonzero((ub >= a * unit.size).any(2))
-    if len(j):
-        lo, hi = off_unit_overlap(space, unit, parent, ds, ops_[:, 0], g_a, in_d, j, c, cap[j, c])
-        big_w, w_hc, n_h = big_w[j, 0], w_hc[j, c], n_h[j, 0]
-        ub[j, c] = np.stack([big_w + w_c[0, c] - w_hc - a * (n_h + unit.out_c[c] - hi), w_hc - a * lo,
-                             big_w - w_hc - a * (n_h - hi)], 1)
-    return ub
+    return big_w, w_hc, w_c, n_h, cap, g_a, in_d, ops_[:, 0]
+
+
+def _refined(space: Space, unit: Unit, parent: Key | None, ds: np.ndarray, parts: tuple, j: np.ndarray,
+             c: np.ndarray, a: int) -> np.ndarray:
+    """[P, 3]: the child bounds of the pairs (j, c) with the interval of ``off_unit_overlap``."""
+    big_w, w_hc, w_c, n_h, cap, g_a, in_d, ops = parts
+    lo, hi = off_unit_overlap(space, unit, parent, ds, ops, g_a, in_d, j, c, cap[j, c])
+    big_w, w_hc, n_h = big_w[j, 0], w_hc[j, c], n_h[j, 0]
+    return np.stack([big_w + w_c[0, c] - w_hc - a * (n_h + unit.out_c[c] - hi), w_hc - a * lo,
+                     big_w - w_hc - a * (n_h - hi)], 1)
 
 
 def off_unit_overlap(space: Space, unit: Unit, parent: Key | None, ds: np.ndarray, ops: np.ndarray, g_a: np.ndarray,

@@ -345,7 +345,7 @@ def test_child_bounds_never_below_a_child(seed):
 
 
 @pytest.mark.parametrize("seed", range(40))
-def test_child_bounds_batch_equals_one_by_one(seed):
+def test_child_bounds_batch_equals_one_by_one_and_hopeful(seed):
     rng, space, unit, cols, unit_mask, k = tiny_case(seed)
     if not len(unit.sigs) or k < 2:
         return
@@ -357,6 +357,10 @@ def test_child_bounds_batch_equals_one_by_one(seed):
     tp_g = np.array([(m & unit_mask).bit_count() for m in masks])
     a, b = incumbents(rng, unit_mask, cols, k)[-1]
     batch = exact.child_bounds(space, unit, parent, ds, ops, n_g, tp_g, a, b)
+    may = batch >= a * unit.size                      # hopeful: the same test, new leaves only
+    may[:, space.slot[list(parent)]] = False
+    may[np.arange(len(ds)), space.slot[ds]] = False
+    assert np.array_equal(exact.hopeful(space, unit, parent, ds, ops, n_g, tp_g, a, b), may.any((1, 2)))
     for j in range(len(ds)):
         one = exact.child_bounds(space, unit, parent, ds[j:j + 1], ops[j:j + 1], n_g[j:j + 1], tp_g[j:j + 1], a, b)
         assert np.array_equal(batch[j], one[0])
