@@ -47,6 +47,9 @@ def main(argv: list[str] | None = None) -> None:
     bench.describe(store, hists, time.perf_counter() - start)
     session = cxql.connect(store)
     units = f"0..{args.units - 1}"
+    # warm-ups outside the timings: torch's first call, the store's signature table (both once per process)
+    session.execute("SEARCH unit 0 LENGTH 1 BEAM 1")
+    session.execute("SEARCH unit 0 LENGTH 1 EXACT")
 
     start = time.perf_counter()
     beam = session.execute(f"SEARCH unit {units} LENGTH {args.length} BEAM {args.beam}").rows

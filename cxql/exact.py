@@ -20,56 +20,9 @@ Why pieces can be left out (each keeps the optimum, given the tie rule):
 * ``(d OR c)`` and ``(d AND c)`` with c < d: ``(c OR d)`` / ``(c AND d)``
   has the same mask and a smaller key, and so does every extension.
 
-Counts. A formula's mask is a set of signatures, so |F| = sum n_s and
-|M AND F| = sum m_s over its signatures (n_s positions, m_s of them in the
-unit). Expanding a prefix G scores all 3K children at once from |G AND c|
-(a bincount over G's signature-concept pairs, shared by every unit) and
-|M AND G AND c| (a bincount over the unit's few signature-concept pairs).
-
-The bound (admissible). Take a prefix H with r leaves still to add, and an
-extension F. Either every step left is OR: then F = H + the part of each of
-r OR-ed concepts not yet in, so F holds all of H. Or at most r - 1 steps are
-OR: then F lies inside H plus r - 1 OR-ed concepts, each step at most
-adding one concept's signatures. Relax both families to sets of signatures
-(overlaps counted twice, which only allows more): "all of H plus any parts
-of r concepts" and "any part of H plus any parts of r - 1 concepts". For
-v = a/b, F has IoU >= v iff b*tp(F) - a*fp(F) >= a*|M| (multiply out), and
-over a relaxed family the left side is largest when each free signature is
-taken iff w_s = b*m_s - a*fp_s > 0. So with h(X) = sum of max(0, w_s) over
-X's signatures and top_j the j largest h(c) over concepts::
-
-    Phi(v) = max(b*tp(H) - a*fp(H) + top_r, h(H) + top_(r-1)) - a*|M|
-
-and Phi(v) < 0 proves no extension reaches v: the node is pruned; Phi(v) = 0
-prunes it unless an extension could tie v and still win by being shorter.
-Only unit signatures have w_s > 0, so h costs a bincount over the unit's
-(signature, concept) pairs. The relaxations' optimum itself (a node's
-priority, and ``bound`` when stopped early) comes from Dinkelbach steps on
-the same sums, in integers, so it ends exactly. At the root, every formula
-lies inside its first leaf plus its OR-ed concepts: top_L.
-
-The last step (nodes with one leaf to go). A child's value b*tp - a*fp
-splits into W(X), the sum of w_s (signs kept) over the unit's signatures in
-X, known per unit from its own (signature, concept) pairs, and N(X), X's
-positions on signatures where the unit never fires, each costing a. For
-H = A op d and any concept c, with n = N(H AND c): H OR c is worth
-W(H OR c) - a*(N(H) + N(c) - n), H AND c is W(H AND c) - a*n and H AND NOT c
-is W(H AND NOT c) - a*(N(H) - n), so an interval [lo, hi] holding n bounds
-all three exactly as far as the interval is tight. n is derived from
-t = N(A AND d AND c), and |A AND c| (counted when A was expanded) and
-|d AND c| (per concept, once per store) less the unit's positions give
-x_A = N(A AND c), x_d = N(d AND c): t <= min(x_A, x_d, N(A AND d)) and
-t >= max(0, x_A + x_d - N(c), x_A + N(A AND d) - N(A), x_d + N(A AND d) - N(d)),
-each "two subsets of one set overlap by at least their sizes' excess over
-it". Then n = x_A + x_d - t (OR), t (AND) or x_A - t (AND NOT); always
-0 <= n <= min(N(H), N(c)), the fallback when A's counts left the cache.
-Every step is an identity or an inequality on the measure N, so the bound
-is admissible; tests/test_exact.py checks it against every child of every
-prefix of random tiny stores. A node whose children all fall below the
-incumbent is dropped when its parent is expanded (all siblings at once,
-first with the crude interval [0, min(N(H), N(c))], then the exact one
-where that is not enough); a popped one counts |H AND c| only for the
-concepts whose children may still win.
+Counts and bounds. :mod:`cxql.exact_space` holds the per-signature counts
+every score and bound comes from; :mod:`cxql.exact_bounds` states the
+bounds and why each is admissible.
 
 Search. A greedy beam (width 5, distinct leaves) seeds the incumbent; then
 best-first on the bound: children inherit their parent's bound as priority,
@@ -79,13 +32,19 @@ a subtree is only dropped with a proof, so an empty frontier means the
 incumbent is optimal. A deadline or cancel stops early: the answer is the
 incumbent, and ``bound`` is the largest priority left (each is >= its
 subtree) after the top nodes are tightened to their own relaxation (for at
-most 50 ms; during a full proof that tightening only cost time, as the
+most 10 ms; during a full proof that tightening only cost time, as the
 work barely depends on the order), so the gap is ``bound - iou``.
 
-Limits. The bound is tight when a unit's mask follows concepts; when a unit
-fires on many scattered signatures at high precision, the "any part of a
-concept" relaxations promise far more than formulas can deliver, and the
-proof may take minutes (WITHIN then returns the gap honestly).
+Limits. The last step's bound is tight (on a 20M-position store, of the
+~10 children per expanded prefix that pass Phi, about one in a hundred is
+left to count). The bound for nodes with two or more leaves to go is not:
+its "any part of a concept" relaxation ignores that a concept's part
+brings the concept's other positions along, so for a unit that fires on
+many scattered signatures at high precision it prunes almost no first
+leaf, and the search expands nearly every concept (about 1 ms each). A
+tighter one needs pairwise (d, c) counts per first leaf; until then WITHIN
+caps the time and reports the gap honestly, and the relaxations' optimum
+reported on a stop is correspondingly loose.
 
 Repeated concepts. compexp's beam may repeat a concept. For L <= 3 every
 such formula has the mask of a shorter distinct-leaf one or is empty
@@ -101,186 +60,15 @@ from __future__ import annotations
 
 import heapq
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
-OR, AND, AND_NOT = 0, 1, 2
-Key = tuple  # (c1, c2, op2, c3, op3, ...) of store indices and ops
-CACHE_BYTES = 256 << 20  # |G AND c| vectors kept for reuse by later units
+from .exact_bounds import _Pruner, child_bounds, hopeful, relaxed_bound
+from .exact_space import AND, OR, Key, Space, Unit, leaves
 
-
-def leaves(key: Key) -> tuple[int, ...]:
-    """The concepts of a key, in leaf order."""
-    return (key[0],) + tuple(key[1::2])
-
-
-class Space:
-    """A store's signatures: which concepts each holds, and how many positions."""
-
-    def __init__(self, sig: np.ndarray, concept: np.ndarray, counts: np.ndarray, n_concepts: int) -> None:
-        order = np.lexsort((concept, sig))
-        self.sig = np.asarray(sig, np.int64)[order]                    # signature-major pairs
-        self.concept = np.asarray(concept, np.int64)[order]
-        self.counts = np.asarray(counts, np.int64)
-        self.n_concepts = n_concepts
-        self.weight = self.counts[self.sig].astype(np.float64)
-        self.sig_ptr = np.concatenate([[0], np.cumsum(np.bincount(self.sig, minlength=len(self.counts)))])
-        self.sizes = np.bincount(self.concept, weights=self.weight, minlength=n_concepts).astype(np.int64)
-        self.candidates = np.flatnonzero(self.sizes > 0)                # non-empty concepts, store order
-        self.slot = np.full(n_concepts, -1, np.int64)
-        self.slot[self.candidates] = np.arange(len(self.candidates))
-        self.cand_sizes = self.sizes[self.candidates]
-        by_concept = np.argsort(self.concept, kind="stable")
-        self.concept_sigs = self.sig[by_concept]                        # concept-major: each concept's signatures
-        self.concept_ptr = np.concatenate([[0], np.cumsum(np.bincount(self.concept, minlength=n_concepts))])
-        self._columns: dict[int, np.ndarray] = {}
-        self._overlaps: dict[Key, np.ndarray] = {}
-        self._sizes: dict[Key, int] = {}
-        self.n_positions = int(self.counts.sum())
-
-    @classmethod
-    def from_member(cls, member: np.ndarray, counts: np.ndarray) -> "Space":
-        """From a bool [S, K] membership table."""
-        sig, concept = np.nonzero(np.asarray(member, bool))
-        return cls(sig, concept, counts, member.shape[1])
-
-    def pairs_of(self, rows: np.ndarray) -> np.ndarray:
-        """Indices of the (signature, concept) pairs of signatures ``rows``, signature by signature."""
-        first, n = self.sig_ptr[rows], self.sig_ptr[rows + 1] - self.sig_ptr[rows]
-        return np.repeat(first - np.cumsum(n) + n, n) + np.arange(int(n.sum()))
-
-    def some_overlaps(self, key: Key, mask: np.ndarray, slots: np.ndarray) -> np.ndarray:
-        """int64 [len(slots)]: |G AND c| for the candidates ``slots`` only (the full vector when cached or cheaper)."""
-        full = self._overlaps.get(key)
-        if full is not None:
-            return full[slots]
-        ks = self.candidates[slots]
-        first, n = self.concept_ptr[ks], self.concept_ptr[ks + 1] - self.concept_ptr[ks]
-        if int(n.sum()) * 2 > len(self.sig):  # as dear as all of G's pairs: compute (and cache) them all
-            return self.overlaps(key, mask)[slots]
-        take = np.repeat(first - np.cumsum(n) + n, n) + np.arange(int(n.sum()))
-        weight = np.where(mask, self.counts, 0)[self.concept_sigs[take]]
-        return np.bincount(np.repeat(np.arange(len(ks)), n), weights=weight, minlength=len(ks)).astype(np.int64)
-
-    def column(self, k: int) -> np.ndarray:
-        """bool [S]: signatures holding concept k."""
-        col = self._columns.get(k)
-        if col is None:
-            col = np.zeros(len(self.counts), bool)
-            col[self.sig[self.concept == k]] = True
-            self._columns[k] = col
-        return col
-
-    def mask(self, key: Key) -> np.ndarray:
-        """bool [S]: the signatures of the formula ``key``."""
-        out = self.column(key[0]).copy()
-        for i in range(1, len(key), 2):
-            col, op = self.column(key[i]), key[i + 1]
-            out = out | col if op == OR else out & col if op == AND else out & ~col
-        return out
-
-    def overlaps(self, key: Key, mask: np.ndarray) -> np.ndarray:
-        """int64 [K']: |G AND c| for the candidates (cached per formula: every unit shares it)."""
-        out = self._overlaps.get(key)
-        if out is None:
-            rows = np.flatnonzero(mask)
-            if len(rows) * 4 < len(self.counts):  # few signatures: gather just their pairs
-                take = self.pairs_of(rows)
-            else:
-                take = mask[self.sig]
-            out = np.bincount(self.concept[take], weights=self.weight[take], minlength=self.n_concepts)
-            out = out[self.candidates].astype(np.int64)
-            if len(self._overlaps) * out.nbytes > CACHE_BYTES:
-                self._overlaps.clear()
-                self._sizes.clear()
-            self._overlaps[key] = out
-            self._sizes[key] = int(self.counts[mask].sum())
-        return out
-
-    def cached(self, key: Key) -> tuple[np.ndarray, int] | None:
-        """(|G AND c| for the candidates, |G|) when G's overlaps are in the cache, else None."""
-        out = self._overlaps.get(key)
-        return None if out is None else (out, self._sizes[key])
-
-
-class Unit:
-    """One unit's signature histogram: its E signatures and the positions it fires on in each."""
-
-    def __init__(self, space: Space, sigs: np.ndarray, hits: np.ndarray) -> None:
-        keep = np.asarray(hits) > 0
-        self.sigs = np.asarray(sigs, np.int64)[keep]
-        big = space.n_positions > 0 and space.n_positions ** 2 * 64 >= 2 ** 62  # int64 headroom for b*m, sums
-        self.dtype = object if big else np.int64
-        self.m = np.asarray(hits, np.int64)[keep].astype(self.dtype)
-        self.fp = (space.counts[self.sigs] - np.asarray(hits, np.int64)[keep]).astype(self.dtype)
-        self.size = int(self.m.sum()) if len(self.m) else 0
-        if len(np.unique(self.sigs)) != len(self.sigs):
-            raise ValueError("a unit's histogram lists a signature twice")
-        n = space.sig_ptr[self.sigs + 1] - space.sig_ptr[self.sigs]
-        rows, slots = np.repeat(np.arange(len(self.sigs)), n), space.slot[space.concept[space.pairs_of(self.sigs)]]
-        ok = slots >= 0
-        self.row, self.slot = rows[ok], slots[ok]      # the unit's (signature, concept) pairs, by signature
-        self.row_ptr = np.concatenate([[0], np.cumsum(np.bincount(self.row, minlength=len(self.sigs)))])
-        self.n_cand = len(space.candidates)
-        self.sizes_c = space.cand_sizes
-        self.fast = space.n_positions ** 2 * 4 < 2 ** 53     # weighted sums stay exact in float64
-        self.tp_c = self.spread(self.m)
-        self.fp_c = self.spread(self.fp)
-        self.out_c = (space.cand_sizes - self.tp_c - self.fp_c).astype(self.dtype)  # N(c): c's positions off M's signatures
-        self._member: np.ndarray | None = None
-        self._off: dict[int, np.ndarray] = {}
-        self._candidates, self._n_concepts = space.candidates, space.n_concepts
-
-    @property
-    def member(self) -> np.ndarray:
-        """bool [K, E]: which of the unit's signatures each concept (store index) holds."""
-        if self._member is None:
-            self._member = np.zeros((self._n_concepts, len(self.sigs)), bool)
-            self._member[self._candidates[self.slot], self.row] = True
-        return self._member
-
-    def off_rows(self, space: "Space", ds: np.ndarray) -> np.ndarray:
-        """[J, K']: N(d_j AND c), the positions of d_j AND c where the unit never fires (kept per concept)."""
-        new = [int(d) for d in dict.fromkeys(ds.tolist()) if int(d) not in self._off]
-        if new:
-            unit_part = self.spread_rows((self.m + self.fp) * self.member[new])
-            for d, row in zip(new, unit_part):
-                self._off[d] = (space.overlaps((d,), space.column(d)) - row).astype(self.dtype)
-        return np.stack([self._off[int(d)] for d in ds])
-
-    def inside(self, space: "Space", key: Key) -> np.ndarray:
-        """bool [E]: which of the unit's signatures the formula ``key`` holds (no pass over the whole store)."""
-        member = self.member
-        out = member[key[0]].copy()
-        for i in range(1, len(key), 2):
-            col, op = member[key[i]], key[i + 1]
-            out = out | col if op == OR else out & col if op == AND else out & ~col
-        return out
-
-    def spread_rows(self, values: np.ndarray) -> np.ndarray:
-        """[J, K']: ``spread`` of each row of ``values`` [J, E] (exact), visiting only its non-zero entries."""
-        j, s = np.nonzero(values)
-        n = self.row_ptr[s + 1] - self.row_ptr[s]
-        take = np.repeat(self.row_ptr[s] - np.cumsum(n) + n, n) + np.arange(int(n.sum()))
-        flat = np.repeat(j, n) * self.n_cand + self.slot[take]
-        weight = np.repeat(values[j, s], n)
-        if self.fast:
-            out = np.bincount(flat, weights=weight.astype(np.float64), minlength=len(values) * self.n_cand)
-            return out.astype(np.int64).reshape(len(values), self.n_cand)
-        out = np.zeros(len(values) * self.n_cand, self.dtype)
-        np.add.at(out, flat, weight)
-        return out.reshape(len(values), self.n_cand)
-
-    def spread(self, values: np.ndarray) -> np.ndarray:
-        """[K']: per candidate concept, the sum of ``values`` [E] over the unit's signatures in it (exact)."""
-        if self.fast:
-            out = np.bincount(self.slot, weights=values[self.row].astype(np.float64), minlength=self.n_cand)
-            return out.astype(np.int64)
-        out = np.zeros(self.n_cand, self.dtype)
-        np.add.at(out, self.slot, values[self.row])
-        return out
+__all__ = ["Answer", "Key", "Space", "Unit", "child_bounds", "hopeful", "leaves", "relaxed_bound", "search_unit"]
 
 
 @dataclass
@@ -338,84 +126,6 @@ def children(space: Space, unit: Unit, key: Key, mask: np.ndarray, n_g: int, tp_
         ok[:used[0], OR] = False
         ok[:used[0], AND] = False
     return size, tp, ok
-
-
-class _Pruner:
-    """Phi(v) of the module docstring for the current incumbent v = a/b, per remaining leaves r."""
-
-    def __init__(self, unit: Unit, length: int) -> None:
-        self.unit, self.length, self.version = unit, length, -1
-
-    def update(self, best: _Best) -> None:
-        if best.version == self.version:
-            return
-        self.version, self.a, self.b = best.version, best.a, best.b
-        u = self.unit
-        w = u.m * best.b - u.fp * best.a
-        self.w = np.where(w > 0, w, 0).astype(u.dtype) if len(w) else w
-        h_c = u.spread(self.w)
-        top = np.sort(np.asarray(h_c, dtype=u.dtype))[::-1][:self.length] if len(h_c) else np.zeros(0, np.int64)
-        self.tops = np.concatenate([[0], np.cumsum(top)]).astype(u.dtype)  # tops[r]: the r best concepts
-        self.aM = best.a * u.size
-        self.h_c = h_c
-        # g(t) = max over concepts of min(h_c, P_c + t), P_c = b*tp - a*fp of the whole concept: the most a last
-        # OR step can add to a prefix whose negative weights sum to -t (see phi); as sorted prefix/suffix maxima
-        p_c = u.tp_c.astype(u.dtype) * best.b - (u.sizes_c - u.tp_c).astype(u.dtype) * best.a
-        order = np.argsort(h_c - p_c, kind="stable")
-        self.d = (h_c - p_c)[order]
-        self.pre = np.concatenate([[0], np.maximum.accumulate(h_c[order])]).astype(u.dtype)
-        self.suf = np.concatenate([np.maximum.accumulate(p_c[order][::-1])[::-1], [p_c.min()]]).astype(u.dtype)
-
-    def top(self, r: int) -> int:
-        return self.tops[max(0, min(r, len(self.tops) - 1))]
-
-    def phi(self, h, p, r: int):
-        """Phi(v) * b for nodes with r leaves to go: h = their positive weight, p = b*tp - a*fp (their own).
-
-        With one leaf to go the OR child is H + (e minus H), whose weight is at most p + min(h_e, P_e - N)
-        with N = p - h the negative weights of H (e AND H can lose at most those): that is p + g(h - p).
-        """
-        if r == 1:
-            t = np.asarray(h - p)
-            i = np.searchsorted(self.d, t, side="right")
-            return np.maximum(p + np.maximum(self.pre[i], self.suf[i] + t), h) - self.aM
-        return np.maximum(p + self.top(r), h + self.top(r - 1)) - self.aM
-
-
-def relaxed_bound(unit: Unit, r: int, a: int, b: int, gu: np.ndarray | None = None,
-                  tp_h: int = 0, fp_h: int = 0) -> tuple[int, int]:
-    """The relaxations' optimum as a fraction >= a/b: the larger of "all of H plus r concept pieces" and
-    "any part of H plus r - 1 pieces" (at the root, no H: r pieces). Dinkelbach steps, exact in integers."""
-    if gu is None:
-        return _dinkelbach(unit, r, a, b, None, 0, 0)
-    whole = _dinkelbach(unit, r, a, b, None, tp_h, fp_h)
-    part = _dinkelbach(unit, r - 1, a, b, gu, 0, 0)
-    return whole if whole[0] * part[1] >= part[0] * whole[1] else part
-
-
-def _dinkelbach(unit: Unit, r: int, a: int, b: int, sub: np.ndarray | None, tp0: int, fp0: int) -> tuple[int, int]:
-    """max (tp0 + tp(X)) / (|M| + fp0 + fp(X)) over X = any part of ``sub`` plus any parts of r concepts."""
-    u = unit
-    if not len(u.m):
-        return a, b
-    while True:
-        w = u.m * b - u.fp * a
-        pos = w > 0
-        piece = pos & sub if sub is not None else None
-        h_c = u.spread(np.where(pos, w, 0).astype(u.dtype))
-        take = np.argpartition(-h_c, r - 1)[:r] if 0 < r < len(h_c) else np.arange(len(h_c) if r > 0 else 0)
-        take = take[h_c[take] > 0]
-        phi = b * tp0 - a * fp0 - a * u.size + (h_c[take].sum() if len(take) else 0)
-        tp, fp = tp0, fp0
-        if piece is not None:
-            phi += w[piece].sum()
-            tp, fp = tp + u.m[piece].sum(), fp + u.fp[piece].sum()
-        if phi <= 0:
-            return a, b
-        if len(take):
-            times = np.bincount(u.row[np.isin(u.slot, take)], minlength=len(u.m)).astype(u.dtype)
-            tp, fp = tp + (u.m * pos) @ times, fp + (u.fp * pos) @ times
-        a, b = int(tp), int(u.size + fp)
 
 
 def _frac(a: int, b: int) -> float:
@@ -525,7 +235,7 @@ def last_step(space: Space, unit: Unit, prune: "_Pruner", best: _Best, key: Key,
     (W(X), the sum of w_s with their signs), and N(X), its positions on other signatures, each costing a.
     So H OR c is worth W(H OR c) - a*(N(H) + N(c) - N(H AND c)), H AND c W(H AND c) - a*N(H AND c), and
     H AND NOT c W(H AND NOT c) - a*(N(H) - N(H AND c)): an interval [lo, hi] for N(H AND c) bounds all three
-    (see ``off_unit_overlap``). Only the children kept get |H AND c| counted, and only for their concepts.
+    (see exact_bounds.off_unit_overlap). Only the children kept get |H AND c| counted, and only for their concepts.
     """
     gu = unit.inside(space, key)
     parent, d, op = (key[:-2], key[-2], key[-1]) if len(key) > 1 else (None, key[0], OR)
@@ -551,102 +261,7 @@ def last_step(space: Space, unit: Unit, prune: "_Pruner", best: _Best, key: Key,
     return True
 
 
-def child_bounds(space: Space, unit: Unit, parent: Key | None, ds: np.ndarray, ops: np.ndarray,
-                 n_g: np.ndarray, tp_g: np.ndarray, a: int, b: int) -> np.ndarray:
-    """[J, K', 3]: for the children ``H_j OP c`` of the J nodes H_j = parent op_j d_j (or H_j = d_j without a
-    parent), an upper bound on b*tp - a*fp, without counting |H_j AND c| (see ``last_step``).
-
-    First with N(H AND c) anywhere in [0, min(N(H), N(c))]; then, where that still reaches a*|M|, with the
-    interval of ``off_unit_overlap`` (the same bound, tighter, paid only where it can matter)."""
-    parts = _crude(space, unit, parent, ds, ops, n_g, tp_g, a, b)
-    big_w, w_hc, w_c, n_h, cap = parts[:5]
-    ub = np.stack([big_w + w_c - w_hc - a * np.maximum(n_h, unit.out_c), w_hc,
-                   big_w - w_hc - a * np.maximum(n_h - unit.out_c, 0)], 2)
-    j, c = np.nonzero((ub >= a * unit.size).any(2))
-    if len(j):
-        ub[j, c] = _refined(space, unit, parent, ds, parts, j, c, a)
-    return ub
-
-
-def hopeful(space: Space, unit: Unit, parent: Key, ds: np.ndarray, ops: np.ndarray, n_g: np.ndarray,
-            tp_g: np.ndarray, a: int, b: int) -> np.ndarray:
-    """bool [J]: whether some child H_j OP c with c a new leaf has ``child_bounds`` >= a*|M| (same bound,
-    computed only as far as the answer needs)."""
-    parts = _crude(space, unit, parent, ds, ops, n_g, tp_g, a, b)
-    big_w, w_hc, w_c, n_h = parts[:4]
-    reach = a * unit.size
-    may = (w_hc >= reach) | (big_w - w_hc - a * np.maximum(n_h - unit.out_c, 0) >= reach)
-    may |= big_w + w_c - w_hc - a * np.maximum(n_h, unit.out_c) >= reach
-    may[:, space.slot[np.asarray(leaves(parent), np.int64)]] = False
-    may[np.arange(len(ds)), space.slot[ds]] = False
-    j, c = np.nonzero(may)
-    out = np.zeros(len(ds), bool)
-    if len(j):
-        out[j[(_refined(space, unit, parent, ds, parts, j, c, a) >= reach).any(1)]] = True
-    return out
-
-
-def _crude(space: Space, unit: Unit, parent: Key | None, ds: np.ndarray, ops: np.ndarray, n_g: np.ndarray,
-           tp_g: np.ndarray, a: int, b: int) -> tuple:
-    """The parts of the child bounds every (j, c) needs: W(H_j), W(H_j AND c), W(c), N(H_j), min(N(H_j), N(c))."""
-    w_all = (unit.m * b - unit.fp * a).astype(unit.dtype)
-    g_a = unit.inside(space, parent) if parent else np.zeros(len(unit.sigs), bool)
-    in_d = unit.member[ds]                                                # [J, E]
-    ops_ = np.asarray(ops)[:, None]
-    g_h = np.where(ops_ == OR, g_a | in_d, np.where(ops_ == AND, g_a & in_d, g_a & ~in_d))
-    w_h = w_all * g_h
-    big_w = w_h.sum(1)[:, None]
-    w_hc = unit.spread_rows(w_h)
-    w_c = np.asarray(unit.spread(w_all), dtype=unit.dtype)[None]
-    n_h = (np.asarray(n_g) - np.asarray(tp_g)).astype(unit.dtype)[:, None] - (unit.fp * g_h).sum(1)[:, None]
-    cap = np.minimum(unit.out_c[None], n_h)
-    return big_w, w_hc, w_c, n_h, cap, g_a, in_d, ops_[:, 0]
-
-
-def _refined(space: Space, unit: Unit, parent: Key | None, ds: np.ndarray, parts: tuple, j: np.ndarray,
-             c: np.ndarray, a: int) -> np.ndarray:
-    """[P, 3]: the child bounds of the pairs (j, c) with the interval of ``off_unit_overlap``."""
-    big_w, w_hc, w_c, n_h, cap, g_a, in_d, ops = parts
-    lo, hi = off_unit_overlap(space, unit, parent, ds, ops, g_a, in_d, j, c, cap[j, c])
-    big_w, w_hc, n_h = big_w[j, 0], w_hc[j, c], n_h[j, 0]
-    return np.stack([big_w + w_c[0, c] - w_hc - a * (n_h + unit.out_c[c] - hi), w_hc - a * lo,
-                     big_w - w_hc - a * (n_h - hi)], 1)
-
-
-def off_unit_overlap(space: Space, unit: Unit, parent: Key | None, ds: np.ndarray, ops: np.ndarray, g_a: np.ndarray,
-                     in_d: np.ndarray, j: np.ndarray, c: np.ndarray, cap: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """[lo, hi] of N(H_j AND c) for the pairs (j, c), H_j = A op_j d_j, from |A AND c| and |d_j AND c|.
-
-    Those vectors are counted anyway (A's when A was expanded; a concept's once per store), and
-    N(X AND c) is that count less M's signatures' positions in it (a sum over the unit's pairs).
-    With t = N(A AND d AND c): t <= min(x_A, x_d, N(A AND d)), and t >= each of 0, x_A + x_d - N(c),
-    x_A + N(A AND d) - N(A), x_d + N(A AND d) - N(d) (two subsets of one set overlap by at least their
-    sizes' excess over it). H AND c is then A OR d: x_A + x_d - t, A AND d: t, A AND NOT d: x_A - t.
-    No parent: A is empty (H = d, known exactly). A parent whose counts left the cache: [0, cap].
-    """
-    got = space.cached(parent) if parent else (np.zeros(len(space.candidates), np.int64), 0)
-    if got is None:
-        return np.zeros_like(cap), cap
-    p_a, size_a = got
-    counts = unit.m + unit.fp
-    x_a = (p_a[c] - np.asarray(unit.spread(counts * g_a), np.int64)[c]).astype(unit.dtype)
-    x_d = unit.off_rows(space, ds)[j, c]
-    n_a = size_a - _dot(counts, g_a)
-    slot_d = space.slot[ds]
-    n_d = unit.out_c[slot_d][j]
-    n_ad = (p_a[slot_d] - (counts * (g_a & in_d)).sum(1)).astype(unit.dtype)[j]
-    n_c = unit.out_c[c]
-    lo_t = np.maximum(np.maximum(0, x_a + x_d - n_c), np.maximum(x_a + n_ad - n_a, x_d + n_ad - n_d))
-    hi_t = np.minimum(np.minimum(x_a, x_d), n_ad)
-    op = ops[j]
-    lo = np.where(op == OR, x_a + x_d - hi_t, np.where(op == AND, lo_t, x_a - hi_t))
-    hi = np.where(op == OR, x_a + x_d - lo_t, np.where(op == AND, hi_t, x_a - lo_t))
-    return np.maximum(lo, 0), np.minimum(hi, cap)
-
-
-def _dot(values: np.ndarray, take: np.ndarray):
-    return values[take].sum() if len(values) else 0
-def _tighten(space: Space, unit: Unit, length: int, best: _Best, heap: list, seconds: float = 0.05) -> float:
+def _tighten(space: Space, unit: Unit, length: int, best: _Best, heap: list, seconds: float = 0.01) -> float:
     """The largest bound left in a stopped search, after tightening the top nodes to their own bounds.
 
     Nodes carry their parent's bound; the search does not tighten them (a full proof does the same work in

@@ -428,6 +428,7 @@ def test_stopped_search_bounds_the_optimum(seed):
     want, _ = enumerate_best(dense, unit, 3)
     for stop_after in (1, 2, 5, 20):
         calls = iter(range(stop_after + 1))
-        got = search_unit(space, Unit(space, sigs, hits[sigs]), 3, cancelled=lambda: next(calls, stop_after) >= stop_after)
+        got = search_unit(space, Unit(space, sigs, hits[sigs]), 3,
+                          cancelled=lambda: next(calls, stop_after) >= stop_after)
         assert got.bound >= want >= got.iou, stop_after
         assert not got.optimal or got.iou == want
