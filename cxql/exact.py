@@ -20,48 +20,31 @@ Why pieces can be left out (each keeps the optimum, given the tie rule):
 * ``(d OR c)`` and ``(d AND c)`` with c < d: ``(c OR d)`` / ``(c AND d)``
   has the same mask and a smaller key, and so does every extension.
 
-Counts. A formula's mask is a set of signatures, so |F| = sum n_s and
-|M AND F| = sum m_s over its signatures (n_s positions, m_s of them in the
-unit). Expanding a prefix G scores all 3K children at once from |G AND c|
-(a bincount over G's signature-concept pairs, shared by every unit) and
-|M AND G AND c| (a bincount over the unit's few signature-concept pairs).
-
-The bound (admissible). Take a prefix H with r leaves still to add, and an
-extension F. Either every step left is OR: then F = H + the part of each of
-r OR-ed concepts not yet in, so F holds all of H. Or at most r - 1 steps are
-OR: then F lies inside H plus r - 1 OR-ed concepts, each step at most
-adding one concept's signatures. Relax both families to sets of signatures
-(overlaps counted twice, which only allows more): "all of H plus any parts
-of r concepts" and "any part of H plus any parts of r - 1 concepts". For
-v = a/b, F has IoU >= v iff b*tp(F) - a*fp(F) >= a*|M| (multiply out), and
-over a relaxed family the left side is largest when each free signature is
-taken iff w_s = b*m_s - a*fp_s > 0. So with h(X) = sum of max(0, w_s) over
-X's signatures and top_j the j largest h(c) over concepts::
-
-    Phi(v) = max(b*tp(H) - a*fp(H) + top_r, h(H) + top_(r-1)) - a*|M|
-
-and Phi(v) < 0 proves no extension reaches v: the node is pruned; Phi(v) = 0
-prunes it unless an extension could tie v and still win by being shorter.
-Only unit signatures have w_s > 0, so h costs a bincount over the unit's
-(signature, concept) pairs. The relaxations' optimum itself (a node's
-priority, and ``bound`` when stopped early) comes from Dinkelbach steps on
-the same sums, in integers, so it ends exactly. At the root, every formula
-lies inside its first leaf plus its OR-ed concepts: top_L.
+Counts and bounds. :mod:`cxql.exact_space` holds the per-signature counts
+every score and bound comes from; :mod:`cxql.exact_bounds` states the
+bounds and why each is admissible.
 
 Search. A greedy beam (width 5, distinct leaves) seeds the incumbent; then
 best-first on the bound: children inherit their parent's bound as priority,
-a popped node is re-tested against the incumbent, tightened to its own
-bound (when more than one leaf is left; the last step is cheaper to expand
-than to bound), and expanded. Every formula is scored when its parent is expanded,
-and a subtree is only dropped with a proof, so an empty frontier means the
+and a popped node is re-tested against the incumbent and expanded. Every
+formula is scored when its parent is expanded or proven unable to win, and
+a subtree is only dropped with a proof, so an empty frontier means the
 incumbent is optimal. A deadline or cancel stops early: the answer is the
 incumbent, and ``bound`` is the largest priority left (each is >= its
-subtree), so the gap is ``bound - iou``.
+subtree) after the top nodes are tightened to their own relaxation (for at
+most 10 ms; during a full proof that tightening only cost time, as the
+work barely depends on the order), so the gap is ``bound - iou``.
 
-Limits. The bound is tight when a unit's mask follows concepts; when a unit
-fires on many scattered signatures at high precision, the "any part of a
-concept" relaxations promise far more than formulas can deliver, and the
-proof may take minutes (WITHIN then returns the gap honestly).
+Limits. The last step's bound is tight (on a 20M-position store, of the
+~10 children per expanded prefix that pass Phi, about one in a hundred is
+left to count). The bound for nodes with two or more leaves to go is not:
+its "any part of a concept" relaxation ignores that a concept's part
+brings the concept's other positions along, so for a unit that fires on
+many scattered signatures at high precision it prunes almost no first
+leaf, and the search expands nearly every concept (about 1 ms each). A
+tighter one needs pairwise (d, c) counts per first leaf; until then WITHIN
+caps the time and reports the gap honestly, and the relaxations' optimum
+reported on a stop is correspondingly loose.
 
 Repeated concepts. compexp's beam may repeat a concept. For L <= 3 every
 such formula has the mask of a shorter distinct-leaf one or is empty
@@ -77,116 +60,15 @@ from __future__ import annotations
 
 import heapq
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
-OR, AND, AND_NOT = 0, 1, 2
-Key = tuple  # (c1, c2, op2, c3, op3, ...) of store indices and ops
-CACHE_BYTES = 256 << 20  # |G AND c| vectors kept for reuse by later units
+from .exact_bounds import _Pruner, child_bounds, hopeful, relaxed_bound
+from .exact_space import AND, OR, Key, Space, Unit, leaves
 
-
-def leaves(key: Key) -> tuple[int, ...]:
-    """The concepts of a key, in leaf order."""
-    return (key[0],) + tuple(key[1::2])
-
-
-class Space:
-    """A store's signatures: which concepts each holds, and how many positions."""
-
-    def __init__(self, sig: np.ndarray, concept: np.ndarray, counts: np.ndarray, n_concepts: int) -> None:
-        order = np.lexsort((concept, sig))
-        self.sig = np.asarray(sig, np.int64)[order]                    # signature-major pairs
-        self.concept = np.asarray(concept, np.int64)[order]
-        self.counts = np.asarray(counts, np.int64)
-        self.n_concepts = n_concepts
-        self.weight = self.counts[self.sig].astype(np.float64)
-        self.sig_ptr = np.concatenate([[0], np.cumsum(np.bincount(self.sig, minlength=len(self.counts)))])
-        self.sizes = np.bincount(self.concept, weights=self.weight, minlength=n_concepts).astype(np.int64)
-        self.candidates = np.flatnonzero(self.sizes > 0)                # non-empty concepts, store order
-        self.slot = np.full(n_concepts, -1, np.int64)
-        self.slot[self.candidates] = np.arange(len(self.candidates))
-        self.cand_sizes = self.sizes[self.candidates]
-        self._columns: dict[int, np.ndarray] = {}
-        self._overlaps: dict[Key, np.ndarray] = {}
-        self.n_positions = int(self.counts.sum())
-
-    @classmethod
-    def from_member(cls, member: np.ndarray, counts: np.ndarray) -> "Space":
-        """From a bool [S, K] membership table."""
-        sig, concept = np.nonzero(np.asarray(member, bool))
-        return cls(sig, concept, counts, member.shape[1])
-
-    def pairs_of(self, rows: np.ndarray) -> np.ndarray:
-        """Indices of the (signature, concept) pairs of signatures ``rows``, signature by signature."""
-        first, n = self.sig_ptr[rows], self.sig_ptr[rows + 1] - self.sig_ptr[rows]
-        return np.repeat(first - np.cumsum(n) + n, n) + np.arange(int(n.sum()))
-
-    def column(self, k: int) -> np.ndarray:
-        """bool [S]: signatures holding concept k."""
-        col = self._columns.get(k)
-        if col is None:
-            col = np.zeros(len(self.counts), bool)
-            col[self.sig[self.concept == k]] = True
-            self._columns[k] = col
-        return col
-
-    def mask(self, key: Key) -> np.ndarray:
-        """bool [S]: the signatures of the formula ``key``."""
-        out = self.column(key[0]).copy()
-        for i in range(1, len(key), 2):
-            col, op = self.column(key[i]), key[i + 1]
-            out = out | col if op == OR else out & col if op == AND else out & ~col
-        return out
-
-    def overlaps(self, key: Key, mask: np.ndarray) -> np.ndarray:
-        """int64 [K']: |G AND c| for the candidates (cached per formula: every unit shares it)."""
-        out = self._overlaps.get(key)
-        if out is None:
-            rows = np.flatnonzero(mask)
-            if len(rows) * 4 < len(self.counts):  # few signatures: gather just their pairs
-                take = self.pairs_of(rows)
-            else:
-                take = mask[self.sig]
-            out = np.bincount(self.concept[take], weights=self.weight[take], minlength=self.n_concepts)
-            out = out[self.candidates].astype(np.int64)
-            if len(self._overlaps) * out.nbytes > CACHE_BYTES:
-                self._overlaps.clear()
-            self._overlaps[key] = out
-        return out
-
-
-class Unit:
-    """One unit's signature histogram: its E signatures and the positions it fires on in each."""
-
-    def __init__(self, space: Space, sigs: np.ndarray, hits: np.ndarray) -> None:
-        keep = np.asarray(hits) > 0
-        self.sigs = np.asarray(sigs, np.int64)[keep]
-        big = space.n_positions > 0 and space.n_positions ** 2 * 64 >= 2 ** 62  # int64 headroom for b*m, sums
-        self.dtype = object if big else np.int64
-        self.m = np.asarray(hits, np.int64)[keep].astype(self.dtype)
-        self.fp = (space.counts[self.sigs] - np.asarray(hits, np.int64)[keep]).astype(self.dtype)
-        self.size = int(self.m.sum()) if len(self.m) else 0
-        if len(np.unique(self.sigs)) != len(self.sigs):
-            raise ValueError("a unit's histogram lists a signature twice")
-        n = space.sig_ptr[self.sigs + 1] - space.sig_ptr[self.sigs]
-        rows, slots = np.repeat(np.arange(len(self.sigs)), n), space.slot[space.concept[space.pairs_of(self.sigs)]]
-        ok = slots >= 0
-        self.row, self.slot = rows[ok], slots[ok]      # the unit's (signature, concept) pairs
-        self.n_cand = len(space.candidates)
-        self.sizes_c = space.cand_sizes
-        self.fast = space.n_positions ** 2 * 4 < 2 ** 53     # weighted sums stay exact in float64
-        self.tp_c = self.spread(self.m)
-
-    def spread(self, values: np.ndarray) -> np.ndarray:
-        """[K']: per candidate concept, the sum of ``values`` [E] over the unit's signatures in it (exact)."""
-        if self.fast:
-            out = np.bincount(self.slot, weights=values[self.row].astype(np.float64), minlength=self.n_cand)
-            return out.astype(np.int64)
-        out = np.zeros(self.n_cand, self.dtype)
-        np.add.at(out, self.slot, values[self.row])
-        return out
+__all__ = ["Answer", "Key", "Space", "Unit", "child_bounds", "hopeful", "leaves", "relaxed_bound", "search_unit"]
 
 
 @dataclass
@@ -244,84 +126,6 @@ def children(space: Space, unit: Unit, key: Key, mask: np.ndarray, n_g: int, tp_
         ok[:used[0], OR] = False
         ok[:used[0], AND] = False
     return size, tp, ok
-
-
-class _Pruner:
-    """Phi(v) of the module docstring for the current incumbent v = a/b, per remaining leaves r."""
-
-    def __init__(self, unit: Unit, length: int) -> None:
-        self.unit, self.length, self.version = unit, length, -1
-
-    def update(self, best: _Best) -> None:
-        if best.version == self.version:
-            return
-        self.version, self.a, self.b = best.version, best.a, best.b
-        u = self.unit
-        w = u.m * best.b - u.fp * best.a
-        self.w = np.where(w > 0, w, 0).astype(u.dtype) if len(w) else w
-        h_c = u.spread(self.w)
-        top = np.sort(np.asarray(h_c, dtype=u.dtype))[::-1][:self.length] if len(h_c) else np.zeros(0, np.int64)
-        self.tops = np.concatenate([[0], np.cumsum(top)]).astype(u.dtype)  # tops[r]: the r best concepts
-        self.aM = best.a * u.size
-        self.h_c = h_c
-        # g(t) = max over concepts of min(h_c, P_c + t), P_c = b*tp - a*fp of the whole concept: the most a last
-        # OR step can add to a prefix whose negative weights sum to -t (see phi); as sorted prefix/suffix maxima
-        p_c = u.tp_c.astype(u.dtype) * best.b - (u.sizes_c - u.tp_c).astype(u.dtype) * best.a
-        order = np.argsort(h_c - p_c, kind="stable")
-        self.d = (h_c - p_c)[order]
-        self.pre = np.concatenate([[0], np.maximum.accumulate(h_c[order])]).astype(u.dtype)
-        self.suf = np.concatenate([np.maximum.accumulate(p_c[order][::-1])[::-1], [p_c.min()]]).astype(u.dtype)
-
-    def top(self, r: int) -> int:
-        return self.tops[max(0, min(r, len(self.tops) - 1))]
-
-    def phi(self, h, p, r: int):
-        """Phi(v) * b for nodes with r leaves to go: h = their positive weight, p = b*tp - a*fp (their own).
-
-        With one leaf to go the OR child is H + (e minus H), whose weight is at most p + min(h_e, P_e - N)
-        with N = p - h the negative weights of H (e AND H can lose at most those): that is p + g(h - p).
-        """
-        if r == 1:
-            t = np.asarray(h - p)
-            i = np.searchsorted(self.d, t, side="right")
-            return np.maximum(p + np.maximum(self.pre[i], self.suf[i] + t), h) - self.aM
-        return np.maximum(p + self.top(r), h + self.top(r - 1)) - self.aM
-
-
-def relaxed_bound(unit: Unit, r: int, a: int, b: int, gu: np.ndarray | None = None,
-                  tp_h: int = 0, fp_h: int = 0) -> tuple[int, int]:
-    """The relaxations' optimum as a fraction >= a/b: the larger of "all of H plus r concept pieces" and
-    "any part of H plus r - 1 pieces" (at the root, no H: r pieces). Dinkelbach steps, exact in integers."""
-    if gu is None:
-        return _dinkelbach(unit, r, a, b, None, 0, 0)
-    whole = _dinkelbach(unit, r, a, b, None, tp_h, fp_h)
-    part = _dinkelbach(unit, r - 1, a, b, gu, 0, 0)
-    return whole if whole[0] * part[1] >= part[0] * whole[1] else part
-
-
-def _dinkelbach(unit: Unit, r: int, a: int, b: int, sub: np.ndarray | None, tp0: int, fp0: int) -> tuple[int, int]:
-    """max (tp0 + tp(X)) / (|M| + fp0 + fp(X)) over X = any part of ``sub`` plus any parts of r concepts."""
-    u = unit
-    if not len(u.m):
-        return a, b
-    while True:
-        w = u.m * b - u.fp * a
-        pos = w > 0
-        piece = pos & sub if sub is not None else None
-        h_c = u.spread(np.where(pos, w, 0).astype(u.dtype))
-        take = np.argpartition(-h_c, r - 1)[:r] if 0 < r < len(h_c) else np.arange(len(h_c) if r > 0 else 0)
-        take = take[h_c[take] > 0]
-        phi = b * tp0 - a * fp0 - a * u.size + (h_c[take].sum() if len(take) else 0)
-        tp, fp = tp0, fp0
-        if piece is not None:
-            phi += w[piece].sum()
-            tp, fp = tp + u.m[piece].sum(), fp + u.fp[piece].sum()
-        if phi <= 0:
-            return a, b
-        if len(take):
-            times = np.bincount(u.row[np.isin(u.slot, take)], minlength=len(u.m)).astype(u.dtype)
-            tp, fp = tp + (u.m * pos) @ times, fp + (u.fp * pos) @ times
-        a, b = int(tp), int(u.size + fp)
 
 
 def _frac(a: int, b: int) -> float:
@@ -389,19 +193,15 @@ def search_unit(space: Space, unit: Unit, length: int, *, deadline: float | None
         prio, _, key, n_g, tp_g, refined = heapq.heappop(heap)
         k = (len(key) + 1) // 2
         prune.update(best)
-        mask = space.mask(key)
-        gu = mask[unit.sigs]
+        gu = unit.inside(space, key)
         h_g = prune.w[gu].sum() if len(prune.w) else 0
         if not keep(prune.phi(h_g, tp_g * best.b - (n_g - tp_g) * best.a, length - k), k):
             continue
-        if not refined and length - k > 1:  # tighten deep nodes to their own bound (cheap ones go straight on)
-            a, b = relaxed_bound(unit, length - k, best.a, best.b, gu, tp_g, n_g - tp_g)
-            if _frac(a, b) < -prio:
-                heapq.heappush(heap, (-_frac(a, b), counter, key, n_g, tp_g, True))
-                counter += 1
-                continue
+        if k + 1 == length:  # the last step: bound each child from M's signatures, count only the hopeful ones
+            expanded += last_step(space, unit, prune, best, key, n_g, tp_g)
+            continue
         expanded += 1
-        size, tp, ok = children(space, unit, key, mask, n_g, tp_g)
+        size, tp, ok = children(space, unit, key, space.mask(key), n_g, tp_g)
         union = unit.size + size - tp
         _offer_best_child(best, space, key, size, tp, union, ok)
         if k + 1 >= length:
@@ -412,16 +212,68 @@ def search_unit(space: Space, unit: Unit, length: int, *, deadline: float | None
         h = np.stack([h_g + np.asarray(prune.h_c) - h_gc, h_gc, h_g - h_gc], 1)
         own = tp.astype(unit.dtype) * best.b - (size - tp).astype(unit.dtype) * best.a
         live = np.argwhere(ok & keep(prune.phi(h, own, length - k - 1), k + 1))
+        if k + 2 == length and len(live):  # the children are last-step nodes: drop those whose children cannot win
+            ds, ops = space.candidates[live[:, 0]], live[:, 1]
+            n_d, tp_d = size[live[:, 0], ops], tp[live[:, 0], ops]
+            live = live[hopeful(space, unit, key, ds, ops, n_d, tp_d, best.a, best.b)]
         for ci, op in live:
             child = key + (int(space.candidates[ci]), int(op))
             heapq.heappush(heap, (prio, counter, child, int(size[ci, op]), int(tp[ci, op]), False))
             counter += 1
     v = _frac(best.a, best.b)
-    left = max((-e[0] for e in heap), default=0.0) if stopped else 0.0
+    left = _tighten(space, unit, length, best, heap) if stopped and heap else 0.0
     optimal = left < v or not stopped or not heap
     bound = v if optimal else min(max(v, left), _frac(root_a, root_b))
     key = best.key if best.a > 0 else None
     return Answer(key, best.inter if key else 0, best.size if key else 0, unit.size, optimal, bound, expanded)
+
+
+def last_step(space: Space, unit: Unit, prune: "_Pruner", best: _Best, key: Key, n_g: int, tp_g: int) -> bool:
+    """Score the children of ``key`` that may still beat the incumbent; False when none may (nothing counted).
+
+    A child's value b*tp - a*fp splits into M's signatures, known per unit without a pass over the store
+    (W(X), the sum of w_s with their signs), and N(X), its positions on other signatures, each costing a.
+    So H OR c is worth W(H OR c) - a*(N(H) + N(c) - N(H AND c)), H AND c W(H AND c) - a*N(H AND c), and
+    H AND NOT c W(H AND NOT c) - a*(N(H) - N(H AND c)): an interval [lo, hi] for N(H AND c) bounds all three
+    (see exact_bounds.off_unit_overlap). Only the children kept get |H AND c| counted, and only for their concepts.
+    """
+    gu = unit.inside(space, key)
+    parent, d, op = (key[:-2], key[-2], key[-1]) if len(key) > 1 else (None, key[0], OR)
+    may = child_bounds(space, unit, parent, np.array([d]), np.array([op]), np.array([n_g]), np.array([tp_g]),
+                       best.a, best.b)[0] >= prune.aM
+    used = space.slot[np.asarray(leaves(key), np.int64)]
+    may[used] = False
+    if len(key) == 1:
+        may[:used[0], OR] = False
+        may[:used[0], AND] = False
+    slots = np.flatnonzero(may.any(1))
+    if not len(slots):
+        return False
+    n_gc = space.some_overlaps(key, space.mask(key), slots)
+    tp_gc = np.asarray(unit.spread(unit.m * gu), np.int64)[slots]
+    n_c, tp_c = space.cand_sizes[slots], np.asarray(unit.tp_c, np.int64)[slots]
+    size = np.zeros((len(space.candidates), 3), np.int64)
+    tp = np.zeros_like(size)
+    size[slots] = np.stack([n_g + n_c - n_gc, n_gc, n_g - n_gc], 1)
+    tp[slots] = np.stack([tp_g + tp_c - tp_gc, tp_gc, tp_g - tp_gc], 1)
+    ok = may & (size > 0) & (size != n_g)
+    _offer_best_child(best, space, key, size, tp, unit.size + size - tp, ok)
+    return True
+
+
+def _tighten(space: Space, unit: Unit, length: int, best: _Best, heap: list, seconds: float = 0.01) -> float:
+    """The largest bound left in a stopped search, after tightening the top nodes to their own bounds.
+
+    Nodes carry their parent's bound; the search does not tighten them (a full proof does the same work in
+    any order), so a stopped one does it here, from the top of the heap, for at most ``seconds``.
+    """
+    end = time.monotonic() + seconds
+    while not heap[0][5] and time.monotonic() < end:
+        prio, counter, key, n_g, tp_g, _ = heapq.heappop(heap)
+        a, b = relaxed_bound(unit, length - (len(key) + 1) // 2, best.a, best.b, unit.inside(space, key), tp_g,
+                             n_g - tp_g)
+        heapq.heappush(heap, (max(prio, -_frac(a, b)), counter, key, n_g, tp_g, True))
+    return -heap[0][0]
 
 
 def _offer_best_child(best: _Best, space: Space, key: Key, size: np.ndarray, tp: np.ndarray,

@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import cxql
+from cxql import exact
 from cxql.exact import Space, Unit, search_unit
+from cxql.resources import demo_store_path
 
 # ------------------------------------------------------------ the independent enumerator
 
@@ -225,3 +229,206 @@ def test_exact_is_never_below_the_beam():
         for u, row in enumerate(beam):
             got = exact_answer(dense, units[:, u], 3)
             assert got.iou >= row["iou"], (trial, u, row["formula"])
+
+
+# ------------------------------------------------------------ the README's demo-store figures
+
+
+def readme_exact_table() -> tuple[str, list[tuple[str, ...]]]:
+    """The section "Exact search" of the README and its rows | layer | units | below | largest | mean |."""
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("## Exact search"):text.index("## Command line")]
+    rows = re.findall(r"^\| (conv1|conv2|fc) \| (\d+) \| (\d+) \| ([0-9.]+) \| ([0-9.]+|-) \|$", section, re.M)
+    return section, rows
+
+
+def test_readme_demo_table_is_what_exact_and_beam_answer():
+    """Recomputes the README's "how often beam missed" table on stores/digits (LENGTH 3, BEAM 10)."""
+    section, table = readme_exact_table()
+    assert [r[0] for r in table] == ["conv1", "conv2", "fc"]
+    session = cxql.connect(cxql.ConceptStore.open(demo_store_path()))
+    below_total, largest = 0, 0.0
+    for layer, n_units, below, top, mean in table:
+        session.execute(f"SET layer = '{layer}'")
+        beam = session.execute("SEARCH unit * LENGTH 3 BEAM 10").rows
+        exact = session.execute("SEARCH unit * LENGTH 3 EXACT").rows
+        assert all(e["optimal"] and e["bound"] == e["iou"] for e in exact)
+        gaps = np.array([e["iou"] - b["iou"] for b, e in zip(beam, exact)])
+        assert gaps.min() > -1e-12  # EXACT is never below the beam at LENGTH 3
+        worse = gaps > 1e-12
+        assert (int(n_units), int(below), top) == (len(beam), int(worse.sum()), f"{gaps.max():.4f}"), layer
+        assert mean == (f"{gaps[worse].mean():.4f}" if worse.any() else "-"), layer
+        below_total, largest = below_total + int(worse.sum()), max(largest, gaps.max())
+        if layer == "fc":  # the example the README spells out
+            assert (beam[0]["formula"], exact[0]["formula"]) == ("pred:9", "((label:9 AND pred:3) OR pred:9)")
+            assert f"`pred:9`\n({beam[0]['iou']:.3f})" in section and f"({exact[0]['iou']:.3f})" in section
+    units = sum(int(r[1]) for r in table)
+    assert f"{below_total} of {units} units below the optimum, by at\nmost {largest:.4f} IoU" in section
+
+
+# ------------------------------------------------------------ the bounds, node by node, against enumeration
+
+
+def prefixes(concepts, length: int):
+    """Every key of at most ``length`` leaves over ``concepts`` (repeats too: the bounds hold for any sets)."""
+    keys = [(int(c),) for c in concepts]
+    out = list(keys)
+    for _ in range(length - 1):
+        keys = [key + (int(c), op) for key in keys for c in concepts for op in (0, 1, 2)]
+        out += keys
+    return out
+
+
+def int_mask(cols: list[int], key) -> int:
+    full = (1 << 64) - 1
+    m = cols[key[0]]
+    for i in range(1, len(key), 2):
+        c, op = cols[key[i]], key[i + 1]
+        m = m | c if op == 0 else m & c if op == 1 else m & (full ^ c)
+    return m
+
+
+def value(mask: int, unit: int, a: int, b: int) -> int:
+    """b*tp - a*fp of a formula mask: >= a*|M| iff its IoU >= a/b."""
+    tp = (mask & unit).bit_count()
+    return b * tp - a * (mask.bit_count() - tp)
+
+
+def tiny_case(seed: int):
+    rng = np.random.default_rng(seed)
+    k = int(rng.integers(2, 6))
+    dense, unit = tiny_store(rng, k, n=int(rng.integers(8, 40)))
+    if rng.random() < 0.3:
+        unit = rng.random(len(unit)) < rng.uniform(0.05, 0.8)
+    rows, inverse = np.unique(dense, axis=0, return_inverse=True)
+    inverse = inverse.ravel()
+    space = Space.from_member(rows, np.bincount(inverse, minlength=len(rows)))
+    hits = np.bincount(inverse, weights=unit, minlength=len(rows)).astype(np.int64)
+    sigs = np.flatnonzero(hits)
+    cols = [int(x) for x in bitmasks(dense)]
+    return rng, space, Unit(space, sigs, hits[sigs]), cols, int(bitmasks(unit[:, None])[0]), k
+
+
+def incumbents(rng, unit_mask: int, cols: list[int], k: int):
+    """a/b values to bound against: 0, a random fraction, and IoUs of random formulas (ties are the edge)."""
+    out = [(0, 1), (int(rng.integers(1, 9)), 9)]
+    for key in [tuple(rng.integers(0, k, 1))] + [(int(rng.integers(k)), int(rng.integers(k)), int(rng.integers(3)))
+                                                  for _ in range(3)]:
+        m = int_mask(cols, key)
+        tp, union = (m & unit_mask).bit_count(), (m | unit_mask).bit_count()
+        if union:
+            out.append((tp, union))
+    return out
+
+
+@pytest.mark.parametrize("seed", range(120))
+def test_child_bounds_never_below_a_child(seed):
+    """The last-step bound of every child H OP c, with the parent's counts cached or not, in batches or alone."""
+    rng, space, unit, cols, unit_mask, k = tiny_case(seed)
+    if not len(unit.sigs):
+        return
+    for key in prefixes(space.candidates, 2):  # the search never forms a key with an empty concept
+        if rng.random() < 0.5 and len(key) > 1:
+            space.overlaps(key[:-2], space.mask(key[:-2]))    # the parent's counts, as its expansion leaves them
+        elif len(key) > 1:
+            space._overlaps.clear(), space._sizes.clear()
+        m = int_mask(cols, key)
+        n_g, tp_g = m.bit_count(), (m & unit_mask).bit_count()
+        parent, d, op = (key[:-2], key[-2], key[-1]) if len(key) > 1 else (None, key[0], 0)
+        for a, b in incumbents(rng, unit_mask, cols, k):
+            ub = exact.child_bounds(space, unit, parent, np.array([d]), np.array([op]), np.array([n_g]),
+                                    np.array([tp_g]), a, b)[0]
+            for ci, c in enumerate(space.candidates):
+                for child_op in range(3):
+                    want = value(int_mask(cols, key + (int(c), child_op)), unit_mask, a, b)
+                    assert ub[ci, child_op] >= want, (key, c, child_op, a, b)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_child_bounds_batch_equals_one_by_one_and_hopeful(seed):
+    rng, space, unit, cols, unit_mask, k = tiny_case(seed)
+    if not len(unit.sigs) or k < 2:
+        return
+    parent = (int(rng.choice(space.candidates)),)
+    space.overlaps(parent, space.mask(parent))
+    ds, ops = np.repeat(space.candidates, 3), np.tile(np.arange(3), len(space.candidates))
+    masks = [int_mask(cols, parent + (int(d), int(op))) for d, op in zip(ds, ops)]
+    n_g = np.array([m.bit_count() for m in masks])
+    tp_g = np.array([(m & unit_mask).bit_count() for m in masks])
+    a, b = incumbents(rng, unit_mask, cols, k)[-1]
+    batch = exact.child_bounds(space, unit, parent, ds, ops, n_g, tp_g, a, b)
+    may = batch >= a * unit.size                      # hopeful: the same test, new leaves only
+    may[:, space.slot[list(parent)]] = False
+    may[np.arange(len(ds)), space.slot[ds]] = False
+    assert np.array_equal(exact.hopeful(space, unit, parent, ds, ops, n_g, tp_g, a, b), may.any((1, 2)))
+    for j in range(len(ds)):
+        one = exact.child_bounds(space, unit, parent, ds[j:j + 1], ops[j:j + 1], n_g[j:j + 1], tp_g[j:j + 1], a, b)
+        assert np.array_equal(batch[j], one[0])
+
+
+@pytest.mark.parametrize("seed", range(80))
+def test_prefix_bounds_never_below_an_extension(seed):
+    """Phi (the pruning test) and the relaxations' optimum (the priority) of every prefix, at LENGTH 3."""
+    rng, space, unit, cols, unit_mask, k = tiny_case(seed)
+    length = 3
+    if not len(unit.sigs) or not len(space.candidates):
+        return
+    keys = prefixes(space.candidates, length)
+    masks = {key: int_mask(cols, key) for key in keys}
+    for a, b in incumbents(rng, unit_mask, cols, k):
+        best = exact._Best(a=a, b=b, version=1)
+        prune = exact._Pruner(unit, length)
+        prune.update(best)
+        aM = a * unit.size
+        for key in keys:
+            r = length - (len(key) + 1) // 2
+            if r == 0:
+                continue
+            ext = [m for other, m in masks.items() if other[:len(key)] == key and len(other) > len(key)
+                   and len(set(exact.leaves(other))) == len(exact.leaves(other))]
+            if not ext or len(set(exact.leaves(key))) < len(exact.leaves(key)):
+                continue
+            m = masks[key]
+            tp, fp = (m & unit_mask).bit_count(), (m & ~unit_mask).bit_count()
+            gu = unit.inside(space, key)
+            h = prune.w[gu].sum()
+            phi = prune.phi(h, tp * b - fp * a, r)
+            top = max(value(e, unit_mask, a, b) for e in ext)
+            assert phi >= top - aM, (key, a, b)
+            iou = max((e & unit_mask).bit_count() / (e | unit_mask).bit_count() for e in ext if e | unit_mask)
+            if iou >= a / b:
+                num, den = exact.relaxed_bound(unit, r, a, b, gu, tp, fp)
+                assert num * (e_best := best_fraction(ext, unit_mask))[1] >= e_best[0] * den, (key, a, b)
+    num, den = exact.relaxed_bound(unit, length, 0, 1)
+    distinct = [masks[key] for key in keys if len(set(exact.leaves(key))) == len(exact.leaves(key))]
+    e_best = best_fraction(distinct, unit_mask)
+    assert num * e_best[1] >= e_best[0] * den
+
+
+def best_fraction(masks: list[int], unit: int) -> tuple[int, int]:
+    """The greatest IoU among ``masks`` as an exact fraction (tp, union)."""
+    best = (0, 1)
+    for m in masks:
+        tp, union = (m & unit).bit_count(), (m | unit).bit_count()
+        if union and tp * best[1] > best[0] * union:
+            best = (tp, union)
+    return best
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_stopped_search_bounds_the_optimum(seed):
+    """Stopped after a few pops (the tightened bound of what is left), the gap still holds the optimum."""
+    rng = np.random.default_rng(500 + seed)
+    dense, unit = tiny_store(rng, int(rng.integers(3, 10)))
+    rows, inverse = np.unique(dense, axis=0, return_inverse=True)
+    inverse = inverse.ravel()
+    space = Space.from_member(rows, np.bincount(inverse, minlength=len(rows)))
+    hits = np.bincount(inverse, weights=unit, minlength=len(rows)).astype(np.int64)
+    sigs = np.flatnonzero(hits)
+    want, _ = enumerate_best(dense, unit, 3)
+    for stop_after in (1, 2, 5, 20):
+        calls = iter(range(stop_after + 1))
+        got = search_unit(space, Unit(space, sigs, hits[sigs]), 3,
+                          cancelled=lambda: next(calls, stop_after) >= stop_after)
+        assert got.bound >= want >= got.iou, stop_after
+        assert not got.optimal or got.iou == want
