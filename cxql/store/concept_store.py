@@ -219,7 +219,10 @@ class ConceptStore:
         _layer_name(layer)
         vi.check_new_layer(self.layers, layer, replace)
         activations = un.as_array(activations)
-        un.check_activations(activations, self.n_samples)
+        if self.kind == "tokens" and getattr(activations, "shape", (0,))[0] != self.n_positions:
+            raise DataError(f"activations have {getattr(activations, 'shape', (0,))[0]:,} rows but the token store "
+                            f"has {self.n_positions:,} tokens (in {self.n_samples:,} sentences): one row per token")
+        un.check_activations(activations, self.n_positions if self.kind == "tokens" else self.n_samples)
         if "samples" in self.arrays and activations.ndim == 4:
             raise DataError("spatial activations need a store whose samples all have the mask shape")
         rule = un.Threshold.parse(threshold, self.default_threshold())
@@ -243,7 +246,7 @@ class ConceptStore:
         return self._masks_from_activations(activations, thresholds, progress)
 
     def _masks_from_activations(self, activations, thresholds, progress) -> un.UnitMasks:
-        if "samples" in self.arrays:  # irregular samples: one value per sample, spread over its positions
+        if "samples" in self.arrays and self.kind != "tokens":  # one value per sample, spread over its positions
             values = np.asarray(activations, dtype=np.float64)
             un.check_finite(values)
             return _spread_sample_masks(values > thresholds[None, :], self.sample_offsets)
