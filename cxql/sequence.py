@@ -210,23 +210,52 @@ def run(session: Session, statement: s.Statement) -> "Result":
         rewritten = s.Explain(rewritten)
     sub = _sub_session(session, keep, extra)
     result = sub.run(rewritten, session.token)
-    shown = {s.format_name(name): name for name in extra if s.format_name(name) != name}
-    result.rows = [_unquoted(row, shown) for row in result.rows]
+    names = _ParentNames(sub, keep, session, list(extra))
+    result.rows = [names.row(row) for row in result.rows]
     result.statement = str(statement)
     return result
 
 
-def _unquoted(value: Any, shown: dict[str, str]) -> Any:
-    """Rows with derived concepts printed as the operators they are (``PREV(x)``, not ``"PREV(x)"``)."""
-    if isinstance(value, str):
-        for quoted, name in shown.items():
-            value = value.replace(quoted, name)
+class _ParentNames:
+    """Result formulas renamed from the derived store's names to the session's own.
+
+    A derived concept becomes its operator again (``PREV(DET)``, not the
+    quoted name ``"PREV(DET)"``), and a kept concept gets the name the
+    session's store prints it by: a name unique among the few concepts kept by
+    USING may be ambiguous in the whole store.
+    """
+
+    def __init__(self, sub: Any, keep: list[int], session: Any, extra: list[str]) -> None:
+        from .parser import parse
+
+        self.parse = parse
+        self.sub, self.keep, self.session = sub, keep, session
+        self.derived = {len(keep) + j: parse(name).formula for j, name in enumerate(extra)}
+
+    def formula(self, f: s.Formula) -> s.Formula:
+        if isinstance(f, s.Concept):
+            i = self.sub.resolver.resolve(f.name)
+            if i in self.derived:
+                return self.derived[i]
+            return s.Concept(self.session.resolver.display_name(self.keep[i]))
+        if isinstance(f, s.Not):
+            return s.Not(self.formula(f.operand))
+        if isinstance(f, (s.And, s.Or)):
+            return type(f)(self.formula(f.left), self.formula(f.right))
+        return f
+
+    def row(self, value: Any, key: str = "") -> Any:
+        if isinstance(value, str) and key == "formula":
+            try:
+                stmt = self.parse(value)
+            except Exception:  # not a formula (a message): leave it as it is
+                return value
+            return str(self.formula(stmt.formula)) if isinstance(stmt, s.FormulaStmt) else value
+        if isinstance(value, dict):
+            return {k: self.row(v, k) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.row(v, key) for v in value]
         return value
-    if isinstance(value, dict):
-        return {k: _unquoted(v, shown) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_unquoted(v, shown) for v in value]
-    return value
 
 
 def _sub_session(session: Session, keep: list[int], extra: dict[str, np.ndarray]) -> Session:
