@@ -109,13 +109,14 @@ class PositionMasks:
 def derived_store(store: ConceptStore, keep: list[int], extra: dict[str, np.ndarray]) -> ConceptStore:
     """A store over the same positions and samples: concepts ``keep`` (in order), then ``extra`` columns."""
     k = len(store.concepts)
-    old = sig.unpack_rows(np.asarray(store.signature_bits), k)[:, keep]
+    bits = np.asarray(store.signature_bits)
     position_sig = np.asarray(store.position_signatures)
     columns = np.stack(list(extra.values()), axis=1) if extra else np.zeros((store.n_positions, 0), bool)
     builder = sig.SignatureBuilder(len(keep) + len(extra))
-    ids = [builder.add(sig.pack_rows(np.concatenate([old[position_sig[a:a + _BLOCK]], columns[a:a + _BLOCK]],
-                                                    axis=1)))
-           for a in range(0, store.n_positions, _BLOCK)]
+    ids = []
+    for a in range(0, store.n_positions, _BLOCK):  # memory: one block of positions x concepts at a time
+        old = sig.unpack_rows(bits[position_sig[a:a + _BLOCK]], k)[:, keep]
+        ids.append(builder.add(sig.pack_rows(np.concatenate([old, columns[a:a + _BLOCK]], axis=1))))
     bits, counts = builder.table()
     concepts = store.concepts
     offsets = store.sample_offsets if "samples" in store.arrays else None
@@ -213,6 +214,11 @@ def run(session: Session, statement: s.Statement) -> "Result":
     names = _ParentNames(sub, keep, session, list(extra))
     result.rows = [names.row(row) for row in result.rows]
     result.statement = str(statement)
+    if isinstance(statement, s.Explain) and result.columns == ["plan"]:
+        shown = ", ".join(list(extra)[:8]) + (f" and {len(extra) - 8} more" if len(extra) > 8 else "")
+        result.rows[:0] = [{"plan": f"derived store: {len(keep):,} of {len(session.store.concepts):,} concepts "
+                                    f"kept, {len(extra):,} sequence columns over positions ({shown or 'none'}), "
+                                    f"shifts within samples"}]
     return result
 
 

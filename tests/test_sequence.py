@@ -141,3 +141,21 @@ def test_shell_offers_sequence_operators_on_token_stores_only():
     assert "PREV" not in [c.text for c in complete("EVAL ", ctx)]
     assert {"PREV", "NEXT", "WITHIN"} <= {c.text for c in complete("EVAL ", dc_replace(ctx, sequences=True))}
     assert "WITHIN" in [c.text for c in complete("SEARCH unit 0 EXACT ", ctx)]
+
+
+def test_sequence_operators_follow_set_threshold_and_explain_search(tokens):
+    store, m, _ = tokens
+    rng = np.random.default_rng(5)
+    acts = rng.random((store.n_positions, 3)).astype(np.float32)
+    store.add_units("acts", acts, "value:0.5")
+    session = cxql.connect(store)
+    session.execute("SET layer = 'acts'; SET threshold = 'value:0.8'")
+    [row] = session.execute("EVAL PREV(upos:DET) ON unit 1").rows
+    direct = prev(m["upos:DET"], store.sample_offsets)
+    assert row["intersection"] == int((direct & (acts[:, 1] > 0.8)).sum())
+    assert row["mask_size"] == int((acts[:, 1] > 0.8).sum())
+    [first, *_] = session.execute("EXPLAIN SEARCH unit 0 LENGTH 2 USING upos, PREV(upos)").rows
+    assert "derived store: 10 of" in first["plan"] and "PREV(DET)" in first["plan"]
+    exact = session.execute("SEARCH unit 0 LENGTH 2 EXACT USING upos, PREV(upos)").rows[0]
+    beam = session.execute("SEARCH unit 0 LENGTH 2 USING upos, PREV(upos)").rows[0]
+    assert exact["iou"] >= beam["iou"]
