@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 
 from . import syntax as s
-from .errors import QueryError
+from .errors import CxqlError, QueryError
 from .store import signatures as sig
 from .store import units as un
 from .store.concept_store import ConceptStore
@@ -171,13 +171,9 @@ def _family(session: Session, item: s.Concept) -> list[int]:
         return found
     try:
         return [session.resolver.resolve(item.name)]
-    except Exception as exc:  # a CxqlError naming the unknown name; add where it was written
-        from .errors import CxqlError
-
-        if isinstance(exc, CxqlError):
-            raise QueryError(f"USING {item.name}: no category and no concept of that name",
-                             hint="SHOW CATEGORIES lists the families").at(item.span) from None
-        raise
+    except CxqlError:
+        raise QueryError(f"USING {item.name}: no category and no concept of that name",
+                         hint="SHOW CATEGORIES lists the families").at(item.span) from None
 
 
 def _using(session: Session, stmt: s.Search, masks: PositionMasks) -> tuple[list[int], dict[str, np.ndarray]]:
