@@ -24,7 +24,20 @@ Steps:
 Peak memory is ``ru_maxrss`` of the process.
 
 Run by hand: ``python benchmarks/tokens.py [--tokens 10000000] [--units 16384] [--density 0.01]``.
-The closing note of issue 16 quotes the figures of the scaled run.
+
+Measured on the 2-core, 24 GB development machine (shared with other jobs),
+scaled runs, 1 % non-zero, BEAM 5:
+
+| tokens | units | non-zeros | build+save | store | units add | SEARCH * LENGTH 3 | peak RSS |
+|---|---|---|---|---|---|---|---|
+| 100,000 | 16,384 | 16.3 M | 1.1 s | 1.8 MB (+270 MB layer) | 3.1 s | 113 s (6.9 ms/unit) | 1.7 GB |
+| 1,000,000 | 2,048 | 20.4 M | 13.3 s | 10.9 MB (+226 MB layer) | 1.6 s | 31 s (15.2 ms/unit) | 1.6 GB |
+
+Signatures grew 21k -> 75k from 0.1M to 1M tokens; SEARCH time per unit
+follows them. The full 10M x 16,384 run (1.6 billion non-zeros, 13 GB of
+CSR, and ``add_sparse_units`` makes one CSC copy of it) was not run here:
+it does not fit next to its input in 24 GB; an extrapolation (about 200k
+signatures, about 40 ms/unit, about 11 minutes of SEARCH) is a guess, not a figure.
 """
 
 from __future__ import annotations
