@@ -28,6 +28,7 @@ from .version import __version__
 _PUBLIC: dict[str, str] = {
     "ConceptStore": ".store", "CxqlError": ".errors", "Result": ".engine", "Session": ".engine",
     "Threshold": ".store", "connect": ".engine", "parse": ".parser", "record": ".record",
+    "record_tokens": ".record_tokens",
 }
 
 __all__ = [*sorted(_PUBLIC), "__version__"]

@@ -67,6 +67,8 @@ class ActivationSource:
             if tuple(maps.shape[2:]) != shape:
                 maps = torch.nn.functional.interpolate(maps, size=shape, mode="bilinear", align_corners=False)
             return maps.reshape(-1).numpy()
+        if self.store.kind == "tokens":  # one value per token: already one per position
+            return column
         return np.repeat(column, np.diff(self.store.sample_offsets))
 
     def positives(self, sig_mask: np.ndarray) -> np.ndarray:

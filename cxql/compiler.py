@@ -11,7 +11,7 @@ the same candidate met in many units' searches, compiles once.
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Mapping, Sequence
 
 from . import syntax as s
@@ -112,7 +112,7 @@ def shape(formula: s.Formula) -> tuple[int, int]:
         if id(f) in memo:
             stack.pop()
             continue
-        kids = [f.operand] if isinstance(f, s.Not) else [f.left, f.right] if isinstance(f, (s.And, s.Or)) else []
+        kids = [f.operand] if isinstance(f, (s.Not, *s.SEQUENCE_TYPES)) else [f.left, f.right] if isinstance(f, (s.And, s.Or)) else []
         todo = [k for k in kids if id(k) not in memo]
         if todo:
             stack.extend(todo)
@@ -168,6 +168,8 @@ class Compiler:
             return s.And(self._canonical(formula.left), self._canonical(formula.right))
         if isinstance(formula, s.Or):
             return s.Or(self._canonical(formula.left), self._canonical(formula.right))
+        if isinstance(formula, s.SEQUENCE_TYPES):  # evaluated by cxql.sequence over positions
+            return replace(formula, operand=self._canonical(formula.operand))
         if isinstance(formula, s.Neighbors):
             word = self._canonical(formula.word)
             assert isinstance(word, s.Concept)
@@ -198,6 +200,8 @@ class Compiler:
         elif isinstance(f, (s.And, s.Or)):
             left = self._emit(f.left, ops, seen)
             op = Op("and" if isinstance(f, s.And) else "or", (left, self._emit(f.right, ops, seen)))
+        elif isinstance(f, s.SEQUENCE_TYPES):
+            raise QueryError(f"{f} reached the signature compiler; cxql.sequence evaluates it over positions")
         else:
             op = Op("any", tuple(self._neighbors(f)))
         if op not in seen:  # common subexpressions are computed once

@@ -110,6 +110,11 @@ class Session:
         """
         self.token = token if token is not None else CancelToken()
         handler = _handlers()[type(statement)]
+        if isinstance(statement, (s.FormulaStmt, s.Eval, s.Match, s.Search, s.Explain)):
+            from . import sequence  # PREV/NEXT/WITHIN and USING run on a derived store
+
+            if sequence.uses_sequence(statement, self.compiler.canonical):
+                handler = sequence.run
         try:
             result = handler(self, statement)
         except Cancelled as exc:

@@ -33,7 +33,8 @@ import numpy as np
 
 from . import syntax as s
 from .errors import QueryError
-from .exact import CACHE_BYTES, Key, Space, Unit, relaxed_bound, search_unit
+from .exact import Key, Space, Unit, relaxed_bound, search_unit
+from .exact_space import CACHE_BYTES
 from .metrics import Metric
 from .search import combine
 from .searcher import Hists, Scored, SearchContext, SearchResult, unit_note

@@ -87,7 +87,8 @@ def parse_with_spans(text: str) -> list[tuple[s.Statement, Span]]:
 
 
 #: Tree nodes that add a level of nesting (parentheses add none).
-_NESTING = frozenset({"or_op", "and_op", "not_op", "neighbors", "explain_stmt"})
+_NESTING = frozenset({"or_op", "and_op", "not_op", "neighbors", "explain_stmt", "prev_seq", "next_seq",
+                      "within_seq"})
 
 
 def _too_deep(tree: Tree) -> Tree | None:
@@ -193,6 +194,18 @@ class _ToSyntax(Transformer):
         k = _whole(items[1]) if len(items) > 1 else None
         return s.Neighbors(items[0], k, span=_span(meta))
 
+    @v_args(meta=True)
+    def prev_seq(self, meta, items):
+        return s.Prev(items[0], span=_span(meta))
+
+    @v_args(meta=True)
+    def next_seq(self, meta, items):
+        return s.Next(items[0], span=_span(meta))
+
+    @v_args(meta=True)
+    def within_seq(self, meta, items):
+        return s.Within(items[0], _whole(items[1]), span=_span(meta))
+
     # units
     def all_units(self, _items):
         return s.Units(())
@@ -232,6 +245,21 @@ class _ToSyntax(Transformer):
 
     def opt_within(self, items):
         return ("within", float(items[0]))
+
+    def opt_using(self, items):
+        return ("using", tuple(items))
+
+    def using_family(self, items):
+        return items[0]
+
+    def using_prev(self, items):
+        return s.Prev(items[0])
+
+    def using_next(self, items):
+        return s.Next(items[0])
+
+    def using_within(self, items):
+        return s.Within(items[0], _whole(items[1]))
 
     def search_stmt(self, items):
         options = dict(items[1:])

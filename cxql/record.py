@@ -277,7 +277,8 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("store")
     p.add_argument("layer", help="module name in model.named_modules(), e.g. layer4")
     p.add_argument("--model", required=True, metavar="MODULE:FACTORY",
-                   help="a function returning the model, e.g. torchvision.models:resnet18 or my.py:make")
+                   help="a function returning the model, e.g. torchvision.models:resnet18 or my.py:make; "
+                        "for a token store, hf:PATH (a Hugging Face model on disk)")
     p.add_argument("--name", help="the layer's name in the store (default: LAYER)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", help="torch device (default: cuda when available)")
@@ -288,10 +289,16 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--masks-only", "--no-keep", dest="no_keep", action="store_true",
                    help="keep only the masks, not the raw activations (no SET threshold, AUROC or p-values)")
     p.add_argument("--replace", action="store_true", help="replace the layer if the store has one of that name")
+    p.add_argument("--pooling", choices=("max", "mean", "first"), default="max",
+                   help="token stores, --model hf:PATH: sub-word activations to a word (default max)")
 
 
 def _command(args: argparse.Namespace, tools: Tools) -> int:
     store = ConceptStore.open(locate_store(args.store, writes=True))
+    if args.model.startswith("hf:") or store.kind == "tokens":  # a language model over a token store
+        from .record_tokens import run_cli
+
+        return run_cli(args, store, tools)
     model = load_factory(args.model)
     bar = tools.progress()
     bar.start(store.n_samples, f"recording {args.layer}")

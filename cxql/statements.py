@@ -279,14 +279,14 @@ def _active_enough(session: Session, selection: s.Units) -> tuple[list[int], lis
     """The units to search, less (for ``*`` on text stores) those active fewer than min_active times."""
     units = session.units(selection)
     least = session.settings["min_active"]
-    if not selection.all or session.store.kind != "text" or least == 0:
+    if not selection.all or session.store.kind not in ("text", "tokens") or least == 0:
         return units, []
     sizes = unit_intersections(session, np.ones(session.store.n_signatures, dtype=bool))[1]
     kept = [u for u in units if sizes[u] >= least]
     if len(kept) == len(units):
         return units, []
     return kept, [f"skipped {len(units) - len(kept)} of {len(units)} units active on fewer than {least} "
-                  f"pairs (SET min_active = 0 to search them)"]
+                  f"{'tokens' if session.store.kind == 'tokens' else 'pairs'} (SET min_active = 0 to search them)"]
 
 
 def search_row(r: SearchResult, metric: metrics.Metric = metrics.IOU, n: int = 0) -> dict[str, Any]:

@@ -70,6 +70,8 @@ BUILTIN: tuple[str, ...] = (
     "cxql.store.check:COMMAND",
     "cxql.store.broden:COMMAND",
     "cxql.store.nli:COMMANDS",
+    "cxql.store.conllu:COMMAND",
+    "cxql.store.text_tokens:COMMAND",
     "cxql.record:COMMAND",
     "cxql.report:COMMAND",
 )

@@ -105,14 +105,54 @@ class Neighbors:
         return f"NEIGHBORS({self.word}{k})"
 
 
-Formula = Union[Concept, Not, And, Or, Neighbors]
+@dataclass(frozen=True)
+class _Sequence:
+    """A sequence operator (token stores): ``operand`` holds at a nearby token of the same sample."""
+
+    operand: "Formula"
+    span: Span | None = _span()
+    keyword: ClassVar[str] = ""
+
+    def __str__(self) -> str:
+        return f"{self.keyword}({self.operand})"
+
+
+@dataclass(frozen=True)
+class Prev(_Sequence):
+    """``PREV(f)``: the token before, in the same sample, satisfies f."""
+
+    keyword: ClassVar[str] = "PREV"
+
+
+@dataclass(frozen=True)
+class Next(_Sequence):
+    """``NEXT(f)``: the token after, in the same sample, satisfies f."""
+
+    keyword: ClassVar[str] = "NEXT"
+
+
+@dataclass(frozen=True)
+class Within:
+    """``WITHIN(f, k)``: one of the k tokens before, in the same sample, satisfies f."""
+
+    operand: "Formula"
+    k: int
+    span: Span | None = _span()
+
+    def __str__(self) -> str:
+        return f"WITHIN({self.operand}, {self.k})"
+
+
+Sequence = Union[Prev, Next, Within]
+SEQUENCE_TYPES = (Prev, Next, Within)
+Formula = Union[Concept, Not, And, Or, Neighbors, Prev, Next, Within]
 
 
 def leaves(formula: Formula) -> Iterator[Concept | Neighbors]:
     """The leaves of a formula, left to right."""
     if isinstance(formula, (Concept, Neighbors)):
         yield formula
-    elif isinstance(formula, Not):
+    elif isinstance(formula, (Not, Prev, Next, Within)):
         yield from leaves(formula.operand)
     else:
         yield from leaves(formula.left)
@@ -188,6 +228,7 @@ class Search:
     descending: bool = False
     exact: bool = False     # EXACT: the proven-best formula (cxql.exact), not beam search
     within: float | None = None  # WITHIN t s: EXACT's time budget in seconds
+    using: tuple = ()  # USING: candidate families (Concept names, or PREV/NEXT/WITHIN of one); see cxql.sequence
 
     def __str__(self) -> str:
         out = f"SEARCH unit {self.units}"
@@ -203,6 +244,8 @@ class Search:
             out += " EXACT"
         if self.within is not None:
             out += f" WITHIN {int(self.within) if float(self.within).is_integer() else repr(float(self.within))} s"
+        if self.using:
+            out += " USING " + ", ".join(str(u) for u in self.using)
         if self.order is not None:
             out += f" ORDER BY {self.order}" + (" DESC" if self.descending else "")
         return out

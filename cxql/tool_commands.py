@@ -42,13 +42,27 @@ def units_add(args: argparse.Namespace, tools: Tools) -> int:
     store = ConceptStore.open(locate_store(args.store, writes=True))
     check_new_layer(store.layers, args.layer, args.replace)
     # "0.5" is absolute, "quantile:0.99" a level; checked before a big file is read
+    from .store.sparse_units import add_sparse_units, is_sparse_npz, load_sparse
+
+    if is_sparse_npz(args.activations):  # scipy CSR [tokens, units]: memory bounded by the non-zeros
+        try:
+            layer = add_sparse_units(store, args.layer, load_sparse(args.activations), args.threshold,
+                                     replace=args.replace, on_warning=tools.warn)
+        except DataError as exc:
+            exc.message = f"{args.activations}: {exc.message}"
+            raise
+        print(f"added {layer.describe()}", file=sys.stderr)
+        return 0
     threshold = Threshold.parse(args.threshold, store.default_threshold())
     if args.thresholds is not None:
         if args.threshold is not None:
             raise UsageError("--threshold and --thresholds do not combine: give one rule or one file")
         given = load_thresholds(args.thresholds)
     acts = load_activations(args.activations)
-    check_activations(acts, store.n_samples, args.activations)
+    rows = store.n_positions if store.kind == "tokens" else store.n_samples  # token stores: one row per token
+    if store.kind == "tokens" and acts.ndim and acts.shape[0] != rows:
+        raise DataError(f"{args.activations}: has {acts.shape[0]:,} rows but the token store has {rows:,} tokens")
+    check_activations(acts, rows, args.activations)
     if args.thresholds is not None:
         threshold = check_given_thresholds(given, acts.shape[1], args.thresholds)
     progress = tools.progress()

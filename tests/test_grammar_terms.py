@@ -106,7 +106,7 @@ def test_statement_and_formula_words_come_from_the_grammars_rules() -> None:
     starts = re.findall(r'^[a-z_]+_stmt:\s*"([A-Z]+)"i', GRAMMAR, re.M)
     assert list(gt.statement_keywords()) == list(dict.fromkeys(starts))
     assert gt.operator_words() == {"AND", "OR", "NOT"}
-    assert gt.formula_keywords() == {"AND", "OR", "NOT", "NEIGHBORS"}
+    assert gt.formula_keywords() == {"AND", "OR", "NOT", "NEIGHBORS", "PREV", "NEXT", "WITHIN"}
 
 
 SAMPLES = ["ink", "t-shirt", "a--b", "don't", "9x", "'it''s'", "'a\\'b'", '"x y"', "'open", "12", "1.5e3", "-2",

@@ -27,7 +27,7 @@ from typing import Callable, Iterable, Iterator, Mapping, Sequence
 from prompt_toolkit.completion import Completer, Completion, PathCompleter
 from prompt_toolkit.document import Document
 
-from ..grammar_terms import formula_keywords, full_match, token_pattern
+from ..grammar_terms import formula_keywords, full_match, operator_words, token_pattern
 from ..settings import SETTINGS, Setting
 from ..syntax import format_name
 from .lexer import grammar_keywords
@@ -89,6 +89,7 @@ class CompletionContext:
     settings: Mapping[str, Setting] = field(default_factory=lambda: SETTINGS)
     meta: Mapping[str, MetaInfo] = field(default_factory=dict)
     neighbors: bool = False         # the store has word vectors (text stores)
+    sequences: bool = False         # PREV/NEXT/WITHIN offered in formulas (token stores)
 
     @cached_property
     def ambiguous(self) -> frozenset[str]:
@@ -165,7 +166,11 @@ def _lower_case(word: str, state: ParseState) -> bool:
 
 def _keywords(accepts: Iterable[str], word: str, ctx: CompletionContext, *, lower: bool) -> Iterator[Suggestion]:
     known = set(grammar_keywords())
-    names = sorted(t for t in accepts if t in known and (ctx.neighbors or t != "NEIGHBORS"))
+    accepts = set(accepts)
+    in_formula = "NOT" in accepts  # there, PREV/NEXT/WITHIN are offered on token stores only
+    names = sorted(t for t in accepts if t in known and (ctx.neighbors or t != "NEIGHBORS")
+                   and (ctx.sequences or not in_formula or t in operator_words() or t == "NEIGHBORS"
+                        or t not in formula_keywords()))
     for kw in sorted(names, key=lambda k: (k in formula_keywords(), k)):
         if kw.lower().startswith(word.lower()):
             yield Suggestion(kw.lower() if lower else kw, len(word), kw, "keyword")
@@ -302,7 +307,7 @@ def context_of(session: object, meta: Mapping[str, MetaInfo],
     return CompletionContext(
         concepts=concepts if concepts is not None else concept_names(store.concepts),
         lets=tuple(session.lets), n_units=n_units, layers=layers,  # type: ignore[attr-defined]
-        meta=meta, neighbors=store.kind == "text")
+        meta=meta, neighbors=store.kind == "text", sequences=store.kind == "tokens")
 
 
 # ---------------------------------------------------------------- prompt_toolkit adapter

@@ -219,7 +219,10 @@ class ConceptStore:
         _layer_name(layer)
         vi.check_new_layer(self.layers, layer, replace)
         activations = un.as_array(activations)
-        un.check_activations(activations, self.n_samples)
+        if self.kind == "tokens" and getattr(activations, "shape", (0,))[0] != self.n_positions:
+            raise DataError(f"activations have {getattr(activations, 'shape', (0,))[0]:,} rows but the token store "
+                            f"has {self.n_positions:,} tokens (in {self.n_samples:,} sentences): one row per token")
+        un.check_activations(activations, self.n_positions if self.kind == "tokens" else self.n_samples)
         if "samples" in self.arrays and activations.ndim == 4:
             raise DataError("spatial activations need a store whose samples all have the mask shape")
         if threshold is not None and not isinstance(threshold, (str, int, float, un.Threshold)):
@@ -248,7 +251,7 @@ class ConceptStore:
         return self._masks_from_activations(activations, thresholds, progress, upper)
 
     def _masks_from_activations(self, activations, thresholds, progress, upper=None) -> un.UnitMasks:
-        if "samples" in self.arrays:  # irregular samples: one value per sample, spread over its positions
+        if "samples" in self.arrays and self.kind != "tokens":  # one value per sample, spread over its positions
             un.check_exact_integers(np.asarray(activations))
             values = np.asarray(activations, dtype=np.float64)
             un.check_finite(values)

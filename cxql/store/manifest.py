@@ -34,7 +34,7 @@ VERSION = 2
 READABLE = (1, 2)
 MANIFEST = "manifest.json"
 MAX_MANIFEST_BYTES = 64 << 20
-KINDS = ("vision", "text")
+KINDS = ("vision", "text", "tokens")
 _SEGMENT = re.compile(r"[^./\\\x00-\x1f\x7f][^/\\\x00-\x1f\x7f]{0,199}")
 _V1_LAYER_FILES = {"positions": ("hist_indptr", "hist_sig", "hist_count", "mask_indptr", "mask_positions"),
                    "bits": ("hist_indptr", "hist_sig", "hist_count", "mask_bits")}

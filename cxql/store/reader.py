@@ -72,13 +72,14 @@ def open_arrays(path: Path, manifest: dict) -> tuple[dict[str, np.ndarray], dict
     per = int(np.prod(manifest["mask_shape"])) if manifest["mask_shape"] else 1
     if "samples" not in arrays and n != n_samples * per:
         raise StoreError(f"{path / MANIFEST}: {n} positions is not {n_samples} samples of {per}")
-    layers = {name: open_layer(path, name, meta, n, n_samples, arrays["sig_counts"])
+    rows = n if manifest.get("kind") == "tokens" else n_samples  # token stores: activations per token
+    layers = {name: open_layer(path, name, meta, n, n_samples, arrays["sig_counts"], activation_rows=rows)
               for name, meta in manifest["layers"].items()}
     return arrays, layers
 
 
 def open_layer(path: Path, name: str, meta: dict, n_positions: int, n_samples: int,
-               sig_counts: np.ndarray | None = None) -> Layer:
+               sig_counts: np.ndarray | None = None, activation_rows: int | None = None) -> Layer:
     """One layer's arrays, checked against its unit count and the store's sizes."""
     units, entries = meta["units"], meta["arrays"]
     where = path / MANIFEST
@@ -95,9 +96,10 @@ def open_layer(path: Path, name: str, meta: dict, n_positions: int, n_samples: i
     for key, e in entries.items():
         arrays[key] = open_array(path / e["file"], key, e, expect.get(key))
     acts = arrays.get("activations")
-    if acts is not None and (acts.ndim not in (2, 4) or acts.shape[:2] != (n_samples, units)):
+    rows = n_samples if activation_rows is None else activation_rows
+    if acts is not None and (acts.ndim not in (2, 4) or acts.shape[:2] != (rows, units)):
         raise StoreError(f"{path / entries['activations']['file']}: has shape {list(acts.shape)}, expected "
-                         f"[{n_samples}, {units}] or [{n_samples}, {units}, h, w]")
+                         f"[{rows}, {units}] or [{rows}, {units}, h, w]")
     _check_pointer(arrays, entries, path, "hist_indptr", len(arrays["hist_sig"]))
     if len(arrays["hist_count"]) != len(arrays["hist_sig"]):
         raise StoreError(f"{path / entries['hist_count']['file']}: has {len(arrays['hist_count'])} entries, "
