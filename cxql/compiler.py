@@ -213,7 +213,7 @@ class Compiler:
         """The concepts NEIGHBORS stands for (errors are pinned on the user's NEIGHBORS by :meth:`compile`)."""
         if self.neighbors is None:
             raise NameResolutionError(f"{f} needs word vectors, and this store has none",
-                                      hint="build a text store with --vectors to use NEIGHBORS")
+                                      hint="build the store (nli, conllu or text) with --vectors to use NEIGHBORS")
         return self.neighbors(self.resolver.resolve(f.word.name), 5 if f.k is None else f.k)
 
 

@@ -10,8 +10,9 @@ same two methods.
 
 NEIGHBORS(word, k) is the paper's unary operator for text stores: the word's
 concept OR the concepts of its k nearest words (default 5) by cosine
-similarity of word vectors, on the same side (``pre:``/``hyp:``) and among the
-words the store has as concepts. Like compexp's code, the word itself is part
+similarity of word vectors, in the same family and among the words the store
+has as concepts: the same side (``pre:``/``hyp:``) on text stores, ``word:``
+or ``lemma:`` on token stores (``<rare>`` pools have no vector). Like compexp's code, the word itself is part
 of the OR (a unit that fires for "dog-like words" fires for "dog" too).
 
 Vectors are read once, at build time, with gensim's KeyedVectors from a file
@@ -38,6 +39,8 @@ if TYPE_CHECKING:
 
 VECTOR_FORMATS = ("auto", "glove", "word2vec", "word2vec-binary")
 WORD_SIDES = ("pre", "hyp")
+TOKEN_FAMILIES = ("word", "lemma")  # token stores' word concepts (cxql.store.conllu, cxql.store.text_tokens)
+RARE_WORD = "<rare>"  # token stores' pool of rare forms: a concept, not a word
 TAG_PREFIX = "pos:"  # a tag concept is named pos:TAG within its side's category
 VECTORS_ARRAY = "word_vectors"
 DEFAULT_PIPELINE = "en_core_web_sm"
@@ -180,12 +183,16 @@ def _check_vector_header(path: Path, fmt: str) -> None:
 
 
 def store_words(store: "ConceptStore") -> list[str]:
-    """The word concepts of a text store (the same list on both sides)."""
+    """The words of a store's word concepts, each once (a text store has the same list on both sides)."""
+    if store.kind == "tokens":
+        return list(dict.fromkeys(c.name for c in store.concepts if is_word_concept(c, store.kind)))
     return [c.name for c in store.concepts if is_word_concept(c) and c.category == WORD_SIDES[0]]
 
 
-def is_word_concept(concept: Any) -> bool:
-    """A ``pre:WORD`` or ``hyp:WORD`` concept (not a ``pre:pos:TAG`` one)."""
+def is_word_concept(concept: Any, kind: str = "text") -> bool:
+    """A word concept: ``pre:``/``hyp:`` on text stores (not ``pos:`` tags), ``word:``/``lemma:`` on token stores."""
+    if kind == "tokens":
+        return concept.category in TOKEN_FAMILIES and concept.name != RARE_WORD
     return concept.category in WORD_SIDES and not concept.name.startswith(TAG_PREFIX)
 
 
@@ -213,20 +220,25 @@ def attach_vectors(store: "ConceptStore", vectors: Any, fmt: str = "auto",
 
 def neighbors_for(store: "ConceptStore") -> Callable[[int, int], list[int]] | None:
     """The NEIGHBORS provider of a store, or None when it has no word vectors."""
-    if store.kind != "text" or not store.metadata.get("word_vectors"):
+    if store.kind not in ("text", "tokens") or not store.metadata.get("word_vectors"):
         return None
     return Neighbors(store)
 
 
 class Neighbors:
-    """concept index, k -> the concept and its k nearest same-side words (cosine)."""
+    """concept index, k -> the concept and its k nearest words of the same family (cosine)."""
 
     def __init__(self, store: "ConceptStore") -> None:
         self.store = store
         self.vocabulary: list[str] = list(store.metadata["word_vectors"]["vocabulary"])
         self._unit: np.ndarray | None = None
-        self._index = {(c.category, c.name): c.index for c in store.concepts if is_word_concept(c)}
+        self._index = {(c.category, c.name): c.index for c in store.concepts if is_word_concept(c, store.kind)}
         self._row = {w: i for i, w in enumerate(self.vocabulary)}
+        families: dict[str, list[int]] = {}  # a token store's word: and lemma: lists differ
+        for category, name in self._index:
+            if name in self._row:
+                families.setdefault(category, []).append(self._row[name])
+        self._family = {c: np.array(sorted(rows), dtype=np.int64) for c, rows in families.items()}
 
     @property
     def unit_vectors(self) -> np.ndarray:
@@ -242,20 +254,23 @@ class Neighbors:
             self._unit = v / np.where(norms > 0, norms, 1.0)
         return self._unit
 
-    def words(self, word: str, k: int) -> list[str]:
-        """The k nearest vocabulary words to ``word`` (itself excluded), nearest first."""
-        sims = self.unit_vectors @ self.unit_vectors[self._row[word]]
-        sims[self._row[word]] = -np.inf
-        order = np.argsort(-sims, kind="stable")[:max(0, min(k, len(self.vocabulary) - 1))]
-        return [self.vocabulary[i] for i in order]
+    def words(self, word: str, k: int, family: str | None = None) -> list[str]:
+        """The k nearest vocabulary words to ``word`` (itself excluded) in ``family``'s words, nearest first."""
+        rows = self._family[family] if family is not None else np.arange(len(self.vocabulary))
+        rows = rows[rows != self._row[word]]
+        sims = self.unit_vectors[rows] @ self.unit_vectors[self._row[word]]
+        order = np.argsort(-sims, kind="stable")[:max(0, min(k, len(rows)))]
+        return [self.vocabulary[rows[i]] for i in order]
 
     def __call__(self, index: int, k: int) -> list[int]:
         concept = self.store.concepts[index]
-        if not is_word_concept(concept):
-            raise NameResolutionError(f"NEIGHBORS needs a word concept (pre:WORD or hyp:WORD), "
+        tokens = self.store.kind == "tokens"
+        if not is_word_concept(concept, self.store.kind):
+            kinds = "word:WORD or lemma:LEMMA" if tokens else "pre:WORD or hyp:WORD"
+            raise NameResolutionError(f"NEIGHBORS needs a word concept ({kinds}), "
                                       f"not {concept.qualified}", needle=concept.name)
         if concept.name not in self._row:
             raise NameResolutionError(f"the word {concept.name!r} has no vector, so it has no NEIGHBORS",
                                       hint="the vectors file given at build time lacks it", needle=concept.name)
-        near = self.words(concept.name, k)
+        near = self.words(concept.name, k, concept.category if tokens else None)
         return [index] + [self._index[(concept.category, w)] for w in near]

@@ -88,7 +88,7 @@ class CompletionContext:
     layers: tuple[str, ...] = ()
     settings: Mapping[str, Setting] = field(default_factory=lambda: SETTINGS)
     meta: Mapping[str, MetaInfo] = field(default_factory=dict)
-    neighbors: bool = False         # the store has word vectors (text stores)
+    neighbors: bool = False         # NEIGHBORS is offered (text stores, stores with word vectors)
     sequences: bool = False         # PREV/NEXT/WITHIN offered in formulas (token stores)
 
     @cached_property
@@ -307,7 +307,8 @@ def context_of(session: object, meta: Mapping[str, MetaInfo],
     return CompletionContext(
         concepts=concepts if concepts is not None else concept_names(store.concepts),
         lets=tuple(session.lets), n_units=n_units, layers=layers,  # type: ignore[attr-defined]
-        meta=meta, neighbors=store.kind == "text", sequences=store.kind == "tokens")
+        meta=meta, neighbors=store.kind == "text" or bool(store.metadata.get("word_vectors")),
+        sequences=store.kind == "tokens")
 
 
 # ---------------------------------------------------------------- prompt_toolkit adapter

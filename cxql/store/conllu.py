@@ -21,6 +21,10 @@ an id that is not a number, a range or a decimal, ids out of order, a FEATS
 column that is not ``Name=Value|...``) is refused with ``file:line``; with
 ``skip_bad`` its whole sentence is skipped instead and the line is recorded
 in the store's metadata (``skipped``).
+
+With ``vectors`` (``--vectors FILE``) the vectors of the store's ``word:`` and
+``lemma:`` concepts are kept in the store, as NLI stores keep theirs
+(:func:`cxql.text.attach_vectors`), for NEIGHBORS(word:WORD).
 """
 
 from __future__ import annotations
@@ -240,6 +244,7 @@ def build_token_store(sentences: Sequence[Sentence], concepts_of: Callable[[Sent
 
 
 def build_conllu_store(path: str | Path, *, min_count: int = MIN_COUNT, skip_bad: bool = False,
+                       vectors: str | Path | None = None, vectors_format: str = "auto",
                        on_warning: Callable[[str], None] | None = None,
                        should_stop: Callable[[], bool] | None = None) -> ConceptStore:
     """An in-memory token store from a CoNLL-U file; ``store.save(path)`` writes it."""
@@ -252,15 +257,32 @@ def build_conllu_store(path: str | Path, *, min_count: int = MIN_COUNT, skip_bad
                 "skipped": corpus.skipped, "min_count": min_count, "rare": RARE,
                 "words_kept": len(words), "lemmas_kept": len(lemmas),
                 "buckets": [name for name, _, _ in BUCKETS]}
-    return build_token_store(corpus.sentences, lambda s, i: word_concepts(s, i, words, lemmas),
-                             metadata=metadata, should_stop=should_stop)
+    store = build_token_store(corpus.sentences, lambda s, i: word_concepts(s, i, words, lemmas),
+                              metadata=metadata, should_stop=should_stop)
+    return with_vectors(store, vectors, vectors_format, on_warning)
+
+
+def with_vectors(store: ConceptStore, vectors: str | Path | None, vectors_format: str,
+                 on_warning: Callable[[str], None] | None) -> ConceptStore:
+    """The store with its word vectors attached when a vectors file was given (NEIGHBORS needs them)."""
+    if vectors is not None:
+        from ..text import attach_vectors
+
+        attach_vectors(store, vectors, vectors_format, on_warning=on_warning)
+    return store
+
+
+def vectors_note(store: ConceptStore) -> str:
+    vec = store.metadata.get("word_vectors")
+    return f"; vectors: {vec['words']} words" if vec else ""
 
 
 def summary(store: ConceptStore) -> str:
     meta = store.metadata
     skipped = f", {len(meta['skipped'])} sentences skipped" if meta.get("skipped") else ""
     return (f"{store.n_positions:,} tokens in {store.n_samples:,} sentences, {len(store.concepts):,} concepts "
-            f"({meta.get('words_kept', 0)} words seen at least {meta.get('min_count')} times){skipped}")
+            f"({meta.get('words_kept', 0)} words seen at least {meta.get('min_count')} times){skipped}"
+            f"{vectors_note(store)}")
 
 
 # ---------------------------------------------------------------- command line
@@ -271,6 +293,14 @@ def out_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true", help="replace --out even if it is not a cxql store")
     p.add_argument("--skip-bad", action="store_true",
                    help="skip a malformed line's sentence with a warning (recorded in the store) instead of refusing")
+    p.add_argument("--vectors", help="word vectors for NEIGHBORS of word: and lemma: concepts "
+                                     "(GloVe text, word2vec text or binary)")
+    p.add_argument("--vectors-format", choices=("auto", "glove", "word2vec", "word2vec-binary"), default="auto")
+
+
+def inputs_of(args: argparse.Namespace) -> list[str]:
+    """The files a build reads (a --out among them is refused)."""
+    return [args.file] + ([args.vectors] if args.vectors else [])
 
 
 def save_built(args: argparse.Namespace, inputs: list[str], build: Callable[[], ConceptStore],
@@ -298,9 +328,9 @@ def _arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _command(args: argparse.Namespace, tools: Tools) -> int:
-    return save_built(args, [args.file], lambda: build_conllu_store(
-        args.file, min_count=args.min_count, skip_bad=args.skip_bad, on_warning=tools.warn,
-        should_stop=tools.should_stop), summary)
+    return save_built(args, inputs_of(args), lambda: build_conllu_store(
+        args.file, min_count=args.min_count, skip_bad=args.skip_bad, vectors=args.vectors,
+        vectors_format=args.vectors_format, on_warning=tools.warn, should_stop=tools.should_stop), summary)
 
 
 #: ``cxql store build conllu`` (listed in :data:`cxql.subcommands.BUILTIN`).

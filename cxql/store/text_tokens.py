@@ -11,6 +11,8 @@ whose tokens carry spaCy's attributes) it adds ``lemma:``, ``upos:``,
 ``xpos:`` (spaCy's fine tag), ``dep:``, ``feat:Name=Value`` (morphology),
 ``ent:B``/``ent:I`` and ``ent:TYPE``, and ``kind:stop``; its tokenisation
 replaces the regular expression's.
+
+``--vectors FILE`` keeps word vectors for NEIGHBORS, as in :mod:`cxql.store.conllu`.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from typing import Any, Callable, Sequence
 from ..errors import DataError
 from ..subcommands import Command, Tools
 from .concept_store import ConceptStore
-from .conllu import MIN_COUNT, RARE, Sentence, Word, bucket, build_token_store, out_arguments, save_built
+from .conllu import (MIN_COUNT, RARE, Sentence, Word, bucket, build_token_store, inputs_of, out_arguments,
+                     save_built, vectors_note, with_vectors)
 
 _TOKEN = re.compile(r"\w+(?:[-']\w+)*|[^\w\s]", re.UNICODE)
 
@@ -112,6 +115,7 @@ def tokenise(texts: Sequence[tuple[str, str]], nlp: Callable[[str], Any] | None)
 
 def build_text_store(path: str | Path, *, nlp: Callable[[str], Any] | None = None, min_count: int = MIN_COUNT,
                      field: str = "text", skip_bad: bool = False,
+                     vectors: str | Path | None = None, vectors_format: str = "auto",
                      on_warning: Callable[[str], None] | None = None,
                      should_stop: Callable[[], bool] | None = None) -> ConceptStore:
     """An in-memory token store from JSON lines of text; ``nlp`` is a spaCy pipeline or None."""
@@ -146,7 +150,8 @@ def build_text_store(path: str | Path, *, nlp: Callable[[str], Any] | None = Non
                 "min_count": min_count, "rare": RARE, "words_kept": len(kept),
                 "pipeline": None if nlp is None else _describe(nlp),
                 "tokenizer": "regex \\w+(?:[-']\\w+)*|[^\\w\\s]" if nlp is None else "spaCy"}
-    return build_token_store(sentences, concepts_of, metadata=metadata, should_stop=should_stop)
+    store = build_token_store(sentences, concepts_of, metadata=metadata, should_stop=should_stop)
+    return with_vectors(store, vectors, vectors_format, on_warning)
 
 
 def _describe(nlp: Any) -> str:
@@ -173,7 +178,7 @@ def load_nlp(name: str | None) -> Callable[[str], Any] | None:
 def summary(store: ConceptStore) -> str:
     meta = store.metadata
     return (f"{store.n_positions:,} tokens in {store.n_samples:,} texts, {len(store.concepts):,} concepts; "
-            f"pipeline: {meta.get('pipeline') or 'none (word, shape, kind concepts only)'}")
+            f"pipeline: {meta.get('pipeline') or 'none (word, shape, kind concepts only)'}{vectors_note(store)}")
 
 
 def _arguments(p: argparse.ArgumentParser) -> None:
@@ -186,9 +191,10 @@ def _arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _command(args: argparse.Namespace, tools: Tools) -> int:
-    return save_built(args, [args.file], lambda: build_text_store(
+    return save_built(args, inputs_of(args), lambda: build_text_store(
         args.file, nlp=load_nlp(args.pipeline), min_count=args.min_count, field=args.field,
-        skip_bad=args.skip_bad, on_warning=tools.warn, should_stop=tools.should_stop), summary)
+        skip_bad=args.skip_bad, vectors=args.vectors, vectors_format=args.vectors_format,
+        on_warning=tools.warn, should_stop=tools.should_stop), summary)
 
 
 #: ``cxql store build text`` (listed in :data:`cxql.subcommands.BUILTIN`).
