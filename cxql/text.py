@@ -151,6 +151,8 @@ def load_vectors(path: str | Path, fmt: str = "auto") -> Any:
         raise DataError(f"{path}: no such word-vectors file")
     fmt = detect_format(path) if fmt == "auto" else fmt
     _check_vector_header(path, fmt)
+    if fmt != "word2vec-binary":
+        _check_vector_rows(path, fmt)
     try:
         kv = KeyedVectors.load_word2vec_format(str(path), binary=fmt == "word2vec-binary",
                                                no_header=fmt == "glove", unicode_errors="strict")
@@ -162,6 +164,25 @@ def load_vectors(path: str | Path, fmt: str = "auto") -> Any:
         raise DataError(f"{path}: the vector of {kv.index_to_key[int(bad[0])]!r} holds NaN or inf "
                         f"({len(bad)} word(s) in all)")
     return kv
+
+
+def _check_vector_rows(path: Path, fmt: str) -> None:
+    """Refuse a text vectors file whose rows differ in length (gensim would pad a short row silently)."""
+    with open(path, "rb") as fh:
+        if fmt == "word2vec":
+            dim = int(fh.readline().split()[1])
+            first = 2
+        else:
+            dim, first = None, 1
+        for number, line in enumerate(fh, start=first):
+            fields = len(line.split())
+            if fields == 0:
+                continue
+            if dim is None:
+                dim = fields - 1
+            if fields != dim + 1:
+                raise DataError(f"{path}:{number}: a word and {fields - 1} numbers, but the vectors have {dim} "
+                                "numbers each")
 
 
 def _check_vector_header(path: Path, fmt: str) -> None:

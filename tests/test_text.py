@@ -260,6 +260,8 @@ def test_search_statement_round_trips() -> None:
     ("3000000000000 300\ndog 1 2\n", "its header promises 3,000,000,000,000 vectors of 300 numbers"),  # was MemoryError
     ("dog nan 1\ncat 1 2\n", "the vector of 'dog' holds NaN or inf (1 word(s) in all)"),
     ("dog 1 2\ncat inf 2\n", "the vector of 'cat' holds NaN or inf"),
+    ("dog 1 2\ncat 1\n", ":2: a word and 1 numbers, but the vectors have 2 numbers each"),  # gensim padded it
+    ("2 2\ndog 1 2\ncat 1 2 3\n", ":3: a word and 3 numbers, but the vectors have 2 numbers each"),
 ])
 def test_bad_word_vector_files_are_refused_by_name(tmp_path, content, message) -> None:
     pytest.importorskip("gensim")
@@ -267,6 +269,6 @@ def test_bad_word_vector_files_are_refused_by_name(tmp_path, content, message) -
 
     path = tmp_path / "vectors.txt"
     path.write_text(content, encoding="utf-8")
-    with pytest.raises(DataError, match=f"{path}: ") as err:
+    with pytest.raises(DataError, match=f"{path}:") as err:   # the file, and the line where one is at fault
         load_vectors(path)
     assert message in str(err.value)
