@@ -53,15 +53,20 @@ def _predict(attached: cm.AttachedModel, inputs: np.ndarray) -> np.ndarray:
     return cm.predict(swapped)
 
 
-def paste(store: "ConceptStore", concept: str, target: int, n: int = 100, seed: int = 0) -> Pasted:
-    """Paste ``concept`` from random donors into up to ``n`` correctly classified samples of class ``target``."""
-    attached = cm.load(store)
+def paste(store: "ConceptStore", concept: str, target: int, n: int = 100, seed: int = 0, *,
+          attached: cm.AttachedModel | None = None, predicted: np.ndarray | None = None) -> Pasted:
+    """Paste ``concept`` from random donors into up to ``n`` correctly classified samples of class ``target``.
+
+    ``attached`` and ``predicted`` (its predictions on all samples) let a caller pasting many times load
+    and run the model once; they must be ``cm.load(store)`` and ``cm.predict`` of it.
+    """
+    attached = attached if attached is not None else cm.load(store)
     x = attached.inputs
     if x.ndim != 4 or tuple(x.shape[2:]) != tuple(store.mask_shape or ()):
         raise DataError(f"copy-paste needs image inputs [N, C, H, W] at the mask resolution "
                         f"{store.mask_shape}; the attached model's inputs are {x.shape}")
     masks = concept_masks(store, concept)
-    before_all = cm.predict(attached)
+    before_all = predicted if predicted is not None else cm.predict(attached)
     rng = np.random.default_rng(seed)
     victims = np.flatnonzero((attached.targets == target) & (before_all == target))
     donors_pool = np.flatnonzero(masks.reshape(len(masks), -1).any(1) & (attached.targets != target))
@@ -92,11 +97,14 @@ def summary_row(p: Pasted, concept: str, target: int, source: int | None = None)
 
 
 def grid_png(store: "ConceptStore", p: Pasted, path: str | Path, classes: list[str], count: int = 8,
-             scale: int = 4) -> Path:
-    """Victim | donor | pasted, one row per example, with predictions before -> after (PIL)."""
+             scale: int = 4, inputs: np.ndarray | None = None) -> Path:
+    """Victim | donor | pasted, one row per example, with predictions before -> after (PIL).
+
+    ``inputs``: the attached model's inputs when the caller has them loaded already.
+    """
     from PIL import Image, ImageDraw
 
-    x = cm.load(store).inputs
+    x = inputs if inputs is not None else cm.load(store).inputs
     h, w = store.mask_shape
     cell, label = (w * scale, h * scale), 14
     rows = min(count, len(p.victims))

@@ -26,6 +26,20 @@ def _table(columns: list[str], rows: list[dict[str, Any]]) -> str:
     return f'<table class="s"><tr>{head}</tr>{body}</table>'
 
 
+def _copy_paste(session: "Session", per_class_rows: list[dict[str, Any]], out: Path, safe: str) -> list[str]:
+    from .paste_report import COLUMNS, copy_paste
+
+    rows, grids = copy_paste(session.store, per_class_rows, out, safe)
+    if not rows:
+        return []
+    note = ("Each class's top units name the concept; it is pasted from random donors of other classes into "
+            "correctly read images of each other class (up to 10, seed 0), against as many of the donor's "
+            "pixels at random positions. to_class: share now predicted as the class.")
+    imgs = "".join(f'<p><img src="{html.escape(g)}" alt="victim, donor, pasted; before -> after"></p>'
+                   for g in grids)
+    return ["<h2>Copy-paste examples</h2>", f'<p class="m">{note}</p>', _table(COLUMNS, rows), imgs]
+
+
 def sections(session: "Session", layer: str, formulas: dict[int, str], out: Path, length: int = 3) -> str:
     """HTML for the layer summary (PNG written to ``out/LAYER_summary.png``) and class contributions."""
     from .contributions import contributions
@@ -44,4 +58,5 @@ def sections(session: "Session", layer: str, formulas: dict[int, str], out: Path
             return "".join(parts)  # this layer does not feed the output: nothing to show
         parts += ["<h2>Class contributions</h2>", _table(per_class.columns, per_class.rows),
                   "<h2>Units and the classes they favour</h2>", _table(per_unit.columns, per_unit.rows)]
+        parts += _copy_paste(session, per_class.rows, out, safe)
     return "".join(parts)
