@@ -9,7 +9,7 @@ inputs and targets the model reads (arrays ``model_inputs`` and
 ``model_targets``, one per sample, in store order), the class names and,
 per store layer, the module whose output it recorded. All of it sits in the
 store's metadata under ``attached_model``; :func:`attach` writes it into an
-in-memory store before ``save``.
+in-memory store, or into a store on disk in one atomic change under its lock.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ WEIGHT_PREFIX = "model_weight."
 INPUTS = "model_inputs"
 TARGETS = "model_targets"
 
-HOW_TO_ATTACH = ("attach one before saving the store: cxql.model.attach(store, 'module:factory', model, inputs, "
+HOW_TO_ATTACH = ("attach one with `cxql model attach STORE --model MODULE:FACTORY ...` or cxql.model.attach(store, 'module:factory', model, inputs, "
                  "targets, classes, {'layer': 'module.name'}) (see docs/model.md)")
 
 
@@ -61,7 +61,7 @@ class AttachedModel:
 def attach(store: "ConceptStore", factory: str, model: "torch.nn.Module", inputs: np.ndarray,
            targets: Sequence[int], classes: Sequence[str], modules: Mapping[str, str],
            output: str | None = None) -> None:
-    """Record ``model`` in an in-memory ``store`` (call before ``save``).
+    """Record ``model`` in ``store``: in memory, or on disk atomically (a re-attach replaces the old model).
 
     ``factory()`` must return the same architecture untrained; the weights
     come from ``model.state_dict()``. ``inputs`` has one entry per sample
@@ -82,13 +82,38 @@ def attach(store: "ConceptStore", factory: str, model: "torch.nn.Module", inputs
     for layer, module in modules.items():
         if module not in names:
             raise DataError(f"attach: layer {layer!r} names module {module!r}, which the model does not have")
-    for key, value in model.state_dict().items():
-        store.arrays[WEIGHT_PREFIX + key] = value.detach().cpu().numpy()
-    store.arrays[INPUTS] = inputs
-    store.arrays[TARGETS] = targets
-    store.metadata[KEY] = {"factory": factory, "weights": f"arrays {WEIGHT_PREFIX}*", "inputs": INPUTS,
-                           "targets": TARGETS, "classes": [str(c) for c in classes], "layers": dict(modules),
-                           "output": output}
+    arrays = {WEIGHT_PREFIX + key: value.detach().cpu().numpy() for key, value in model.state_dict().items()}
+    arrays[INPUTS] = inputs
+    arrays[TARGETS] = targets
+    spec = {"factory": factory, "weights": f"arrays {WEIGHT_PREFIX}*", "inputs": INPUTS, "targets": TARGETS,
+            "classes": [str(c) for c in classes], "layers": dict(modules), "output": output}
+    store.set_store_arrays(arrays, {KEY: spec}, drop_prefix=WEIGHT_PREFIX)  # atomic, under the lock, on disk
+
+
+def load_weights(model: "torch.nn.Module", path: str) -> "torch.nn.Module":
+    """Load a state dict from ``.npz`` (one array per entry) or ``.pt`` into ``model``; DataError when they do not fit."""
+    from pathlib import Path
+
+    file = Path(path)
+    if not file.is_file():
+        raise DataError(f"--weights: no such file {path}")
+    try:
+        if file.suffix == ".npz":
+            with np.load(file, allow_pickle=False) as z:
+                state = {k: torch.from_numpy(np.array(z[k])) for k in z.files}
+        elif file.suffix == ".pt":
+            state = torch.load(file, map_location="cpu", weights_only=True)
+        else:
+            raise DataError(f"--weights {path}: give a .npz (one array per state-dict entry) or a .pt state dict")
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise DataError(f"--weights {path}: cannot read it ({exc})") from None
+    if not isinstance(state, dict):
+        raise DataError(f"--weights {path}: holds {type(state).__name__}, not a state dict")
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise DataError(f"--weights {path} do not fit the model: {str(exc).splitlines()[0]}") from None
+    return model
 
 
 def has_model(store: "ConceptStore") -> bool:

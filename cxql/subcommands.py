@@ -74,6 +74,7 @@ BUILTIN: tuple[str, ...] = (
     "cxql.store.text_tokens:COMMAND",
     "cxql.record:COMMAND",
     "cxql.report:COMMAND",
+    "cxql.model_commands:COMMAND",
 )
 
 #: Entry point group through which other packages add commands.
@@ -83,6 +84,7 @@ GROUPS: tuple[Group, ...] = (
     Group(("store",), "build and inspect concept stores"),
     Group(("store", "build"), "build a store from a probe dataset", dest="source"),
     Group(("units",), "attach unit layers to a store"),
+    Group(("model",), "attach the model the store was recorded from (for ABLATE, class contributions)"),
     Group(("nli",), "NLI analysis: attach a classifier for SEARCH ... WITH accuracy"),
 )
 

@@ -79,7 +79,7 @@ def test_bad_ablations_are_named(query, message):
 def test_a_store_without_a_model_says_how_to_attach_one():
     store = cxql.ConceptStore.from_masks(np.eye(4, dtype=bool), list("abcd"))
     store.add_unit_masks("layer", np.eye(4, dtype=bool))
-    with pytest.raises(CxqlError, match="no attached model; attach one before saving the store: cxql.model.attach"):
+    with pytest.raises(CxqlError, match="no attached model; attach one with `cxql model attach .* or cxql.model.attach"):
         cxql.connect(store).execute("ABLATE unit 0")
 
 

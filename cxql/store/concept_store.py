@@ -313,7 +313,36 @@ class ConceptStore:
         self._commit({f"layers/{layer}": dict(arrays)}, change)
         return self.layers[layer]
 
-    def _commit(self, arrays: dict[str, dict[str, np.ndarray]], change: Callable[[dict, dict], None]) -> None:
+    def set_store_arrays(self, arrays: Mapping[str, np.ndarray], metadata: Mapping[str, Any], *,
+                         drop_prefix: str | None = None) -> None:
+        """Add or replace store-level arrays and metadata keys in one atomic change (e.g. an attached model).
+
+        ``drop_prefix``: existing arrays with that prefix and not in ``arrays``
+        go (a re-attached model's old weights). The store's own arrays cannot be replaced.
+        """
+        for key in arrays:
+            check_segment(key, "array name")
+            if key in _CORE_ARRAYS:
+                raise DataError(f"array {key!r} is part of the store and cannot be replaced")
+        stale = [k for k in self.arrays if drop_prefix and k.startswith(drop_prefix) and k not in arrays]
+        if self.path is None:
+            for key in stale:
+                del self.arrays[key]
+            self.arrays.update(arrays)
+            self.metadata.update(metadata)
+            return
+
+        def change(new: dict, _staged: dict, top: dict) -> None:
+            for key in [k for k in new["arrays"] if drop_prefix and k.startswith(drop_prefix) and k not in arrays]:
+                del new["arrays"][key]
+            new["arrays"].update({k: top[k] for k in arrays})
+            new["metadata"] = {**new.get("metadata", {}), **metadata}
+        self._commit({"": dict(arrays)}, change)
+        for key in stale:
+            self.arrays.pop(key, None)
+        self.arrays.update(open_arrays(self.path, self.manifest)[0])
+
+    def _commit(self, arrays: dict[str, dict[str, np.ndarray]], change: Callable[..., None]) -> None:
         """Write ``{folder: arrays}`` and apply ``change(manifest, staged layer entries)`` atomically.
 
         The manifest is re-read under the store lock, so another writer's
@@ -338,7 +367,10 @@ class ConceptStore:
             for meta in new["layers"].values():
                 meta["arrays"] = {k: e if "crc32" in e else file_entry(path, e["file"])
                                   for k, e in meta["arrays"].items()}
-            change(new, layers)
+            if "" in arrays:  # store-level arrays: the change also gets their staged entries
+                change(new, layers, top)
+            else:
+                change(new, layers)
             return new
 
         self.manifest = update_store(path, staging, apply)
@@ -400,6 +432,11 @@ class ConceptStore:
             arrays.setdefault(key, value)
         verify_counts(path, manifest, arrays)
         return cls(manifest, arrays, layers, path)  # leftovers of a killed writer: the next writer removes them
+
+
+#: Arrays that make the store what it is; set_store_arrays never replaces them.
+_CORE_ARRAYS = frozenset({"signatures", "sig_counts", "position_sig", "concept_counts", "samples", "sample_names",
+                          "sample_sig_table", "sample_sig_indptr"})
 
 
 def _layer_name(name: str) -> str:
