@@ -63,7 +63,8 @@ def shift(mask: np.ndarray, offsets: np.ndarray, k: int) -> np.ndarray:
 def within(mask: np.ndarray, offsets: np.ndarray, k: int) -> np.ndarray:
     """Bool [N]: ``mask`` holds at one of the k positions before, in the same sample."""
     out = np.zeros(len(mask), dtype=bool)
-    for j in range(1, k + 1):
+    longest = int(np.diff(offsets).max(initial=1))
+    for j in range(1, min(k, longest - 1) + 1):  # a shift past the longest sample reaches nothing
         out |= shift(mask, offsets, j)
     return out
 

@@ -95,7 +95,8 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
     Setting("length", 3, _whole("length", 1, MAX_LENGTH), "maximum formula length of SEARCH when LENGTH is not given"),
     Setting("top", 10, _positive_int("top"), "rows MATCH returns when TOP is not given"),
     Setting("threshold", None, _threshold,
-            "unit threshold: a number or 'value:0.5' (absolute), or 'quantile:0.995'; 'default' uses the store's",
+            "unit threshold: a number or 'value:0.5' (absolute), 'quantile:0.995', a band 'quantile:0.99..0.995' "
+            "or 'value:0.5..2', or a cluster 'cluster:2/5'; 'default' uses the store's",
             ("default", "quantile:0.995")),
     Setting("device", "cpu", _device, "where tensors live: 'cpu' or 'cuda'", ("cpu", "cuda")),
     Setting("layer", None, _layer, "the unit layer that `unit N` refers to (default: the first)"),

@@ -147,6 +147,7 @@ def test_search_eval_match_follow_set_threshold_bands() -> None:
     ("cluster:4/3", "cluster index 4 is out of range"),
     ("cluster:two/3", "cluster:K/N"),
     ("value:1..nan", "NaN"),
+    ("cluster:1/99999999", "the number of clusters must be 1..1000"),  # was a hang on a huge allocation
 ])
 def test_bad_bands_are_refused(spec, needle) -> None:
     with pytest.raises(DataError, match=needle.replace("(", r"\(").replace(".", r"\.")):

@@ -37,6 +37,14 @@ def test_shifts_match_plain_loops(seed):
         assert np.array_equal(seq_within(mask, offsets, k), within(mask, offsets, k))
 
 
+def test_within_a_huge_k_is_within_the_longest_sample():
+    # k beyond every sample reaches nothing more: answered at once (k = 10**11 used to loop for minutes)
+    rng = np.random.default_rng(0)
+    offsets = random_offsets(rng, 30)
+    mask = rng.random(30) < 0.3
+    assert np.array_equal(seq_within(mask, offsets, 10**11), within(mask, offsets, 30))
+
+
 @pytest.fixture(scope="module")
 def tokens():
     store = build_conllu_store(SAMPLE)

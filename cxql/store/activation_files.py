@@ -53,8 +53,8 @@ def load_activations(path: str | Path) -> np.ndarray:
             return np.load(p, mmap_mode="r", allow_pickle=False)
         if head.startswith(ZIP_MAGIC):
             if _is_npz(p):
-                raise DataError(f"{path}: is an .npz archive of several arrays, not one activation array",
-                                hint="save the layer's array alone, e.g. numpy.save('acts.npy', acts)")
+                raise DataError(f"{path}: is an .npz archive of several arrays, not one array",
+                                hint="save the array alone, e.g. numpy.save('acts.npy', acts)")
             return _tensor_to_array(_torch_load(p, mmap=True), path)
         if head.startswith(PICKLE_MAGIC):
             return _tensor_to_array(_torch_load(p, mmap=False), path)

@@ -46,6 +46,10 @@ def parse_band(text: str, spec: object) -> tuple[float, float]:
     return a, b
 
 
+#: The most clusters 'cluster:k/n' may ask for (1-D k-means keeps n centres per unit; CCE uses a handful).
+MAX_CLUSTERS = 1000
+
+
 def parse_cluster(text: str, spec: object) -> tuple[int, int]:
     """'k/n' -> (k, n), refusing a k outside 1..n."""
     k_text, _, n_text = text.partition("/")
@@ -53,8 +57,8 @@ def parse_cluster(text: str, spec: object) -> tuple[int, int]:
         k, n = int(k_text), int(n_text)
     except ValueError:
         raise DataError(f"threshold {spec!r}: a cluster is 'cluster:K/N', e.g. 'cluster:2/5'") from None
-    if n < 1:
-        raise DataError(f"threshold {spec!r}: the number of clusters must be at least 1, got {n}")
+    if not 1 <= n <= MAX_CLUSTERS:
+        raise DataError(f"threshold {spec!r}: the number of clusters must be 1..{MAX_CLUSTERS}, got {n}")
     if not 1 <= k <= n:
         raise DataError(f"threshold {spec!r}: cluster index {k} is out of range; clusters are numbered 1..{n} "
                         "by centre, lowest first")
