@@ -53,8 +53,8 @@ from .backend import Backend, read_bits, sparse_csr, unpack_columns
 from .compiler import Resolver
 from .metrics import IOU, Metric
 from .ranking import top_stable
-from .search import Scored, SearchResult, candidate_counts, combine, unit_note
-from .searcher import Hists, SearchContext
+from .search import Scored, SearchResult, candidate_counts, combine
+from .searcher import Hists
 
 Key = Union[int, tuple]  # a concept index, or (parent key, op, concept index); op 0 OR, 1 AND, 2 AND NOT
 LOAD, COPY = 3, 4         # table ops besides OR, AND, AND NOT: a concept's column; an old column
@@ -67,71 +67,6 @@ def supports(resolver: Resolver) -> bool:
     return len(set(names)) == len(names)
 
 
-#: A SEARCH from a session runs its units in at least this many chunks (of at least
-#: :data:`MIN_CHUNK_UNITS`), so Ctrl-C keeps the units of the chunks that finished and the
-#: progress bar moves as units finish; a chunk's units finish together, at its last step.
-SLICES = 4
-MIN_CHUNK_UNITS = 4
-
-
-def responsive_chunk(n_units: int) -> int:
-    """Units per chunk for a cancellable SEARCH of ``n_units`` (the memory bound may cut it further)."""
-    return max(MIN_CHUNK_UNITS, -(-n_units // SLICES))
-
-
-class BatchedSearcher:
-    """The batched engine behind the searcher interface (:mod:`cxql.searcher`), the default.
-
-    Units run chunk by chunk; the bar counts finished units (a chunk's units at
-    its end; each step only adds a note), and a cancel drops only the chunk in
-    progress: the units finished before stay.
-    """
-
-    name = "batched"
-
-    def supports(self, ctx: SearchContext) -> bool:
-        return supports(ctx.resolver)
-
-    def estimate_bytes(self, ctx: SearchContext, units: list[int], beam: int) -> int:
-        return estimate_bytes(ctx, units, beam) + 400 * beam * len(units)
-
-    def search(self, ctx: SearchContext, units: list[int], *, length: int, beam: int,
-               distinct: bool) -> list[SearchResult]:
-        search = BatchedSearch(ctx.backend, ctx.resolver, ctx.hists, length=length, beam=beam, distinct=distinct,
-                               unit_chunk=responsive_chunk(len(units)), budget=chunk_budget(ctx), metric=ctx.metric)
-        out: list[SearchResult] = []
-        ctx.progress.start(len(units), "SEARCH")
-        try:
-            for chunk in search.chunks(units):
-                if ctx.cancel.cancelled:
-                    break
-                done = search.run(chunk, lambda note: ctx.progress.advance(0, note), ctx.cancel)
-                if done is None:
-                    break
-                out.extend(done)
-                for r in done:  # each unit's answer as it lands, for live displays
-                    ctx.progress.advance(1, unit_note(r))
-        finally:
-            ctx.progress.finish()
-        return out
-
-    def describe(self, ctx: SearchContext, length: int, beam: int) -> list[str]:
-        k = ctx.backend.n_concepts
-        return ["batched engine, units in chunks under 16 x chunk_mb of state",
-                f"  step 0: |M_u & c| for all units = sparse hist[U*{k}, E] @ ones[E]  (E = unit-signature entries)",
-                f"  steps 1..{length - 1}: |F & c| = sparse concepts^T[{k}, S] @ new beam masks[S, R] (R distinct "
-                f"formulas, shared across units); |M_u & F & c| = sparse hist[U*{k}, E] @ beam masks[E, {beam}]",
-                f"  {3 * beam * k:,} candidates per unit in closed form, scored by {ctx.metric.label} = "
-                f"{ctx.metric.formula}; stable top-{beam} per unit "
-                "(float32 where sums stay below 2**24, else float64; exact)",
-                "  SET engine = 'plain' runs the per-unit reference path"]
-
-
-def chunk_budget(ctx: SearchContext) -> int:
-    """Bytes of state per chunk of units: 16 x chunk_mb, and at most half of ``SET memory_limit``."""
-    return min(16 * ctx.backend.chunk_bytes, ctx.memory_limit // 2)
-
-
 def unit_costs(backend: Backend, hists: Hists, units: list[int], beam: int) -> np.ndarray:
     """float64 [len(units)]: each unit's bytes of search state (the formula in the module docstring)."""
     n_sig = backend.bits.shape[0]
@@ -139,21 +74,6 @@ def unit_costs(backend: Backend, hists: Hists, units: list[int], beam: int) -> n
     entries = np.diff(np.asarray(hists[0], dtype=np.int64))[np.asarray(units, dtype=np.int64)]
     nonempty = max(1, int((backend.concept_sizes > 0).sum()))
     return beam * n_sig / 4 + 200.0 * beam * nonempty + per_entry * entries.astype(np.float64)
-
-
-def estimate_bytes(ctx: SearchContext, units: list[int], beam: int) -> int:
-    """Peak bytes of a batched SEARCH: the largest chunk's state plus the product blocks.
-
-    The chunk formula tracks the state to within a few percent at large
-    beams (demo store, BEAM 543,036: 12.06 GB estimated, 12.0 GB measured),
-    so the estimate adds half again for the allocator and temporaries.
-    """
-    if not units:
-        return 0
-    costs = 1.5 * unit_costs(ctx.backend, ctx.hists, units, beam)
-    peak = min(float(costs.sum()), max(float(chunk_budget(ctx)), float(costs.max())))
-    blocks = 4 * min(ctx.backend.chunk_bytes, 8 * ctx.n_signatures * beam * len(units))
-    return int(peak) + blocks
 
 
 def build_table(old: torch.Tensor | None, concepts: torch.Tensor, op: list[int], src: torch.Tensor,

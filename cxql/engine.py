@@ -289,7 +289,7 @@ def _handlers() -> dict[type, Callable[[Session, Any], Result]]:
 def warm_up() -> None:
     """Import what statements need (torch above all), e.g. from a thread while a prompt waits for input."""
     _handlers()
-    from . import backend, batched  # noqa: F401
+    from . import backend, batched_searcher  # noqa: F401
 
 
 def _neighbors_provider(store: ConceptStore):

@@ -115,7 +115,7 @@ class Searcher(Protocol):
 
 #: name -> "module:Class"; a class is instantiated without arguments.
 SEARCHERS: dict[str, str] = {
-    "batched": "cxql.batched:BatchedSearcher",
+    "batched": "cxql.batched_searcher:BatchedSearcher",
     "plain": "cxql.search:PlainSearcher",
     "exact": "cxql.exact_search:ExactSearcher",
 }
