@@ -30,6 +30,8 @@ import numpy as np
 from ..errors import DataError
 
 MAX_ITERATIONS = 300
+#: The most clusters 'cluster:k/n' may ask for (1-D k-means keeps n centres per unit; CCE uses a handful).
+MAX_CLUSTERS = 1000
 
 
 def parse_band(text: str, spec: object) -> tuple[float, float]:
@@ -44,10 +46,6 @@ def parse_band(text: str, spec: object) -> tuple[float, float]:
     if a >= b:
         raise DataError(f"threshold {spec!r}: the band's lower end {a:g} must be below its upper end {b:g}")
     return a, b
-
-
-#: The most clusters 'cluster:k/n' may ask for (1-D k-means keeps n centres per unit; CCE uses a handful).
-MAX_CLUSTERS = 1000
 
 
 def parse_cluster(text: str, spec: object) -> tuple[int, int]:

@@ -183,6 +183,15 @@ def bucket(index: int) -> str:
     raise AssertionError(index)
 
 
+def place_concepts(index: int, length: int) -> list[tuple[str, str]]:
+    """Where word ``index`` of a ``length``-word sentence stands: sent:start / sent:end and its position bucket."""
+    out = [("sent", "start")] if index == 0 else []
+    if index == length - 1:
+        out.append(("sent", "end"))
+    out.append(("position", bucket(index)))
+    return out
+
+
 def word_concepts(sentence: Sentence, i: int, words: set[str], lemmas: set[str]) -> list[tuple[str, str]]:
     """(category, name) of every concept true at word ``i`` of ``sentence``."""
     w = sentence.words[i]
@@ -194,12 +203,7 @@ def word_concepts(sentence: Sentence, i: int, words: set[str], lemmas: set[str])
         if value != "_":
             out.append((category, value))
     out.extend(("feat", f) for f in w.feats)
-    if i == 0:
-        out.append(("sent", "start"))
-    if i == len(sentence.words) - 1:
-        out.append(("sent", "end"))
-    out.append(("position", bucket(i)))
-    return out
+    return out + place_concepts(i, len(sentence.words))
 
 
 def vocabulary(sentences: Sequence[Sentence], min_count: int) -> tuple[set[str], set[str]]:

@@ -26,7 +26,7 @@ from typing import Any, Callable, Sequence
 from ..errors import DataError
 from ..subcommands import Command, Tools
 from .concept_store import ConceptStore
-from .conllu import (MIN_COUNT, RARE, Sentence, Word, bucket, build_token_store, inputs_of, out_arguments,
+from .conllu import (MIN_COUNT, RARE, Sentence, Word, build_token_store, place_concepts, inputs_of, out_arguments,
                      save_built, vectors_note, with_vectors)
 
 _TOKEN = re.compile(r"\w+(?:[-']\w+)*|[^\w\s]", re.UNICODE)
@@ -139,12 +139,7 @@ def build_text_store(path: str | Path, *, nlp: Callable[[str], Any] | None = Non
                     if v != "_"]
             out += [("feat", f) for f in w.feats]
             out += extra.get((s.line, i), [])  # s.line is the text's index here
-        if i == 0:
-            out.append(("sent", "start"))
-        if i == len(s.words) - 1:
-            out.append(("sent", "end"))
-        out.append(("position", bucket(i)))
-        return out
+        return out + place_concepts(i, len(s.words))
 
     metadata = {"builder": "text", "source": str(path), "texts": len(sentences), "skipped": skipped,
                 "min_count": min_count, "rare": RARE, "words_kept": len(kept),
