@@ -66,7 +66,10 @@ from typing import Callable
 import numpy as np
 
 from .exact_bounds import _Pruner, child_bounds, hopeful, relaxed_bound
+from .exact_pairs import first_two, usable
 from .exact_space import AND, OR, Key, Space, Unit, leaves
+
+GROUP = 64  # two-leaf nodes screened together by ``hopeful`` before their children are counted
 
 __all__ = ["Answer", "Key", "Space", "Unit", "child_bounds", "hopeful", "leaves", "relaxed_bound", "search_unit"]
 
@@ -173,7 +176,19 @@ def search_unit(space: Space, unit: Unit, length: int, *, deadline: float | None
         # Phi > 0: an extension may beat v; Phi == 0: it may tie v, and wins only if shorter.
         return (phi > 0) | ((phi == 0) & (child_length + 1 <= best.length))
 
-    if length > 1:  # the root's children: every candidate concept alone
+    batched = usable(unit)
+    if length > 1 and batched:  # every two-leaf formula scored at once; the prefixes left, screened
+        def probe(key: Key, n_g: int, tp_g: int) -> None:
+            size, tp, ok = children(space, unit, key, space.mask(key), n_g, tp_g)
+            _offer_best_child(best, space, key, size, tp, unit.size + size - tp, ok)
+
+        nodes = first_two(space, unit, prune, best, length, probe if length == 3 else None)
+        prio = -_frac(root_a, root_b)
+        for c1, c2, op, n, tp in zip(nodes.c1.tolist(), nodes.c2.tolist(), nodes.op.tolist(), nodes.size.tolist(),
+                                     nodes.tp.tolist()):
+            heap.append((prio, counter, (c1, c2, op), n, tp, False))
+            counter += 1
+    elif length > 1:  # the root's children: every candidate concept alone
         own = unit.tp_c * best.b - (space.cand_sizes - unit.tp_c).astype(unit.dtype) * best.a
         live = np.flatnonzero(keep(prune.phi(np.asarray(prune.h_c), own, length - 1), 1))
         prio = -_frac(root_a, root_b)
@@ -190,6 +205,11 @@ def search_unit(space: Space, unit: Unit, length: int, *, deadline: float | None
         if -heap[0][0] < _frac(best.a, best.b):  # every subtree left is below the incumbent
             heap.clear()
             break
+        if length == 3 and len(heap[0][2]) == 3 and batched:  # two-leaf nodes, a group at a time
+            group = [heapq.heappop(heap) for _ in range(min(GROUP, len(heap)))
+                     if len(heap[0][2]) == 3]
+            expanded += last_steps(space, unit, prune, best, group)
+            continue
         prio, _, key, n_g, tp_g, refined = heapq.heappop(heap)
         k = (len(key) + 1) // 2
         prune.update(best)
@@ -226,6 +246,20 @@ def search_unit(space: Space, unit: Unit, length: int, *, deadline: float | None
     bound = v if optimal else min(max(v, left), _frac(root_a, root_b))
     key = best.key if best.a > 0 else None
     return Answer(key, best.inter if key else 0, best.size if key else 0, unit.size, optimal, bound, expanded)
+
+
+def last_steps(space: Space, unit: Unit, prune: "_Pruner", best: _Best, group: list) -> int:
+    """``last_step`` for a group of two-leaf heap entries, after one batched ``hopeful`` drops those whose
+    children cannot beat the incumbent; the number of nodes whose children were counted."""
+    c1, c2, op, n_g, tp_g = (np.array([e[2][0] for e in group]), np.array([e[2][1] for e in group]),
+                             np.array([e[2][2] for e in group]), np.array([e[3] for e in group]),
+                             np.array([e[4] for e in group]))
+    keep = hopeful(space, unit, c1, c2, op, n_g, tp_g, best.a, best.b)
+    done = 0
+    for j in np.flatnonzero(keep):
+        prune.update(best)  # last_step compares against prune.aM: it must be the incumbent's
+        done += last_step(space, unit, prune, best, group[j][2], int(n_g[j]), int(tp_g[j]))
+    return done
 
 
 def last_step(space: Space, unit: Unit, prune: "_Pruner", best: _Best, key: Key, n_g: int, tp_g: int) -> bool:

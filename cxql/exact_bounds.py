@@ -93,10 +93,14 @@ class _Pruner:
         with N = p - h the negative weights of H (e AND H can lose at most those): that is p + g(h - p).
         """
         if r == 1:
-            t = np.asarray(h - p)
-            i = np.searchsorted(self.d, t, side="right")
-            return np.maximum(p + np.maximum(self.pre[i], self.suf[i] + t), h) - self.aM
+            return np.maximum(self.or_child(h, p), h) - self.aM
         return np.maximum(p + self.top(r), h + self.top(r - 1)) - self.aM
+
+    def or_child(self, h, p):
+        """The most b*tp - a*fp of H OR e, over every concept e, for prefixes with positive weight h and value p."""
+        t = np.asarray(h - p)
+        i = np.searchsorted(self.d, t, side="right")
+        return p + np.maximum(self.pre[i], self.suf[i] + t)
 
 
 def relaxed_bound(unit: Unit, r: int, a: int, b: int, gu: np.ndarray | None = None,
@@ -161,7 +165,10 @@ def hopeful(space: Space, unit: Unit, parent: Key, ds: np.ndarray, ops: np.ndarr
     reach = a * unit.size
     may = (w_hc >= reach) | (big_w - w_hc - a * np.maximum(n_h - unit.out_c, 0) >= reach)
     may |= big_w + w_c - w_hc - a * np.maximum(n_h, unit.out_c) >= reach
-    may[:, space.slot[np.asarray(leaves(parent), np.int64)]] = False
+    if _per_row(parent):
+        may[np.arange(len(ds)), space.slot[parent]] = False
+    else:
+        may[:, space.slot[np.asarray(leaves(parent), np.int64)]] = False
     may[np.arange(len(ds)), space.slot[ds]] = False
     j, c = np.nonzero(may)
     out = np.zeros(len(ds), bool)
@@ -174,7 +181,10 @@ def _crude(space: Space, unit: Unit, parent: Key | None, ds: np.ndarray, ops: np
            tp_g: np.ndarray, a: int, b: int) -> tuple:
     """The parts of the child bounds every (j, c) needs: W(H_j), W(H_j AND c), W(c), N(H_j), min(N(H_j), N(c))."""
     w_all = (unit.m * b - unit.fp * a).astype(unit.dtype)
-    g_a = unit.inside(space, parent) if parent else np.zeros(len(unit.sigs), bool)
+    if _per_row(parent):
+        g_a = unit.member[parent]                                        # [J, E]: each node's own first leaf
+    else:
+        g_a = unit.inside(space, parent) if parent else np.zeros(len(unit.sigs), bool)
     in_d = unit.member[ds]                                                # [J, E]
     ops_ = np.asarray(ops)[:, None]
     g_h = np.where(ops_ == OR, g_a | in_d, np.where(ops_ == AND, g_a & in_d, g_a & ~in_d))
@@ -208,17 +218,24 @@ def off_unit_overlap(space: Space, unit: Unit, parent: Key | None, ds: np.ndarra
     sizes' excess over it). H AND c is then A OR d: x_A + x_d - t, A AND d: t, A AND NOT d: x_A - t.
     No parent: A is empty (H = d, known exactly). A parent whose counts left the cache: [0, cap].
     """
-    got = space.cached(parent) if parent else (np.zeros(len(space.candidates), np.int64), 0)
-    if got is None:
-        return np.zeros_like(cap), cap
-    p_a, size_a = got
     counts = unit.m + unit.fp
-    x_a = (p_a[c] - np.asarray(unit.spread(counts * g_a), np.int64)[c]).astype(unit.dtype)
-    x_d = unit.off_rows(space, ds)[j, c]
-    n_a = size_a - _dot(counts, g_a)
     slot_d = space.slot[ds]
+    if _per_row(parent):  # one first leaf per node: |A AND c| is its row of the pair table
+        first = space.slot[parent]
+        p_a = space.pair_sizes(first)
+        x_a = (p_a[j, c] - np.asarray(unit.spread_rows(counts * g_a), np.int64)[j, c]).astype(unit.dtype)
+        n_a = (space.cand_sizes[first] - (counts * g_a).sum(1)).astype(unit.dtype)[j]
+        n_ad = (p_a[np.arange(len(ds)), slot_d] - (counts * (g_a & in_d)).sum(1)).astype(unit.dtype)[j]
+    else:
+        got = space.cached(parent) if parent else (np.zeros(len(space.candidates), np.int64), 0)
+        if got is None:
+            return np.zeros_like(cap), cap
+        p_a, size_a = got
+        x_a = (p_a[c] - np.asarray(unit.spread(counts * g_a), np.int64)[c]).astype(unit.dtype)
+        n_a = size_a - _dot(counts, g_a)
+        n_ad = (p_a[slot_d] - (counts * (g_a & in_d)).sum(1)).astype(unit.dtype)[j]
+    x_d = unit.off_rows(space, ds)[j, c]
     n_d = unit.out_c[slot_d][j]
-    n_ad = (p_a[slot_d] - (counts * (g_a & in_d)).sum(1)).astype(unit.dtype)[j]
     n_c = unit.out_c[c]
     lo_t = np.maximum(np.maximum(0, x_a + x_d - n_c), np.maximum(x_a + n_ad - n_a, x_d + n_ad - n_d))
     hi_t = np.minimum(np.minimum(x_a, x_d), n_ad)
@@ -226,6 +243,11 @@ def off_unit_overlap(space: Space, unit: Unit, parent: Key | None, ds: np.ndarra
     lo = np.where(op == OR, x_a + x_d - hi_t, np.where(op == AND, lo_t, x_a - hi_t))
     hi = np.where(op == OR, x_a + x_d - lo_t, np.where(op == AND, hi_t, x_a - lo_t))
     return np.maximum(lo, 0), np.minimum(hi, cap)
+
+
+def _per_row(parent: Any) -> bool:
+    """Whether ``parent`` is an array of first leaves, one per node (the nodes are two-leaf prefixes)."""
+    return isinstance(parent, np.ndarray)
 
 
 def _dot(values: np.ndarray, take: np.ndarray):

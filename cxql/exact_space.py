@@ -15,11 +15,24 @@ import numpy as np
 OR, AND, AND_NOT = 0, 1, 2
 Key = tuple  # (c1, c2, op2, c3, op3, ...) of store indices and ops
 CACHE_BYTES = 256 << 20  # |G AND c| vectors kept for reuse by later units
+PAIR_CELLS = 1 << 24     # the whole |c AND d| table is kept when it has at most this many cells (128 MB)
 
 
 def leaves(key: Key) -> tuple[int, ...]:
     """The concepts of a key, in leaf order."""
     return (key[0],) + tuple(key[1::2])
+
+
+def within_pairs(ptr: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every ordered pair (i, j), i == j included, of entries that share a group of a CSR pointer ``ptr``:
+    (group, i, j) as index arrays, group by group."""
+    n = np.diff(ptr)
+    sq = n * n
+    group = np.repeat(np.arange(len(n)), sq)
+    within = np.arange(int(sq.sum())) - np.repeat(np.cumsum(sq) - sq, sq)
+    width = n[group]
+    start = ptr[:-1][group]
+    return group, start + within // np.maximum(width, 1), start + within % np.maximum(width, 1)
 
 
 class Space:
@@ -44,6 +57,7 @@ class Space:
         self._columns: dict[int, np.ndarray] = {}
         self._overlaps: dict[Key, np.ndarray] = {}
         self._sizes: dict[Key, int] = {}
+        self._pairs: np.ndarray | None = None
         self.n_positions = int(self.counts.sum())
 
     @classmethod
@@ -108,7 +122,29 @@ class Space:
     def cached(self, key: Key) -> tuple[np.ndarray, int] | None:
         """(|G AND c| for the candidates, |G|) when G's overlaps are in the cache, else None."""
         out = self._overlaps.get(key)
+        if out is None and len(key) == 1 and self._pairs is not None and self.slot[key[0]] >= 0:
+            return self._pairs[self.slot[key[0]]], int(self.sizes[key[0]])
         return None if out is None else (out, self._sizes[key])
+
+    def pair_sizes(self, slots: np.ndarray) -> np.ndarray:
+        """int64 [len(slots), K']: |c AND d| for the candidates ``slots`` (rows) and every candidate d.
+
+        Built once for the whole store, as one bincount over the pairs of concepts that share a signature,
+        when the table is small (at most PAIR_CELLS cells, and not many more pairs to count); else row by
+        row from ``overlaps``, which caches them.
+        """
+        k = len(self.candidates)
+        if self._pairs is None and k * k <= PAIR_CELLS:
+            per_sig = np.diff(self.sig_ptr)
+            if int((per_sig ** 2).sum()) <= 8 * PAIR_CELLS:
+                sig, first, second = within_pairs(self.sig_ptr)
+                flat = self.slot[self.concept[first]] * k + self.slot[self.concept[second]]
+                self._pairs = np.bincount(flat, weights=self.weight[first], minlength=k * k).astype(np.int64)
+                self._pairs = self._pairs.reshape(k, k)
+        if self._pairs is not None:
+            return self._pairs[slots]
+        rows = [self.overlaps((int(c),), self.column(int(c))) for c in self.candidates[slots]]
+        return np.stack(rows) if rows else np.zeros((0, k), np.int64)
 
 
 class Unit:
