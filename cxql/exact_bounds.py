@@ -181,16 +181,21 @@ def _crude(space: Space, unit: Unit, parent: Key | None, ds: np.ndarray, ops: np
            tp_g: np.ndarray, a: int, b: int) -> tuple:
     """The parts of the child bounds every (j, c) needs: W(H_j), W(H_j AND c), W(c), N(H_j), min(N(H_j), N(c))."""
     w_all = (unit.m * b - unit.fp * a).astype(unit.dtype)
-    if _per_row(parent):
-        g_a = unit.member[parent]                                        # [J, E]: each node's own first leaf
-    else:
-        g_a = unit.inside(space, parent) if parent else np.zeros(len(unit.sigs), bool)
     in_d = unit.member[ds]                                                # [J, E]
     ops_ = np.asarray(ops)[:, None]
-    g_h = np.where(ops_ == OR, g_a | in_d, np.where(ops_ == AND, g_a & in_d, g_a & ~in_d))
-    w_h = w_all * g_h
-    big_w = w_h.sum(1)[:, None]
-    w_hc = unit.spread_rows(w_h)
+    if _per_row(parent):  # two-leaf nodes c op d: W(H AND e) from per-concept rows and the small c AND d part
+        g_a = unit.member[parent]                                        # [J, E]: each node's own first leaf
+        g_h = np.where(ops_ == OR, g_a | in_d, np.where(ops_ == AND, g_a & in_d, g_a & ~in_d))
+        both = unit.spread_rows(w_all * (g_a & in_d))
+        w_a, w_d = unit.weight_rows(parent, w_all, (a, b)), unit.weight_rows(ds, w_all, (a, b))
+        w_hc = np.where(ops_ == OR, w_a + w_d - both, np.where(ops_ == AND, both, w_a - both))
+        big_w = (w_all * g_h).sum(1)[:, None]
+    else:
+        g_a = unit.inside(space, parent) if parent else np.zeros(len(unit.sigs), bool)
+        g_h = np.where(ops_ == OR, g_a | in_d, np.where(ops_ == AND, g_a & in_d, g_a & ~in_d))
+        w_h = w_all * g_h
+        big_w = w_h.sum(1)[:, None]
+        w_hc = unit.spread_rows(w_h)
     w_c = np.asarray(unit.spread(w_all), dtype=unit.dtype)[None]
     n_h = (np.asarray(n_g) - np.asarray(tp_g)).astype(unit.dtype)[:, None] - (unit.fp * g_h).sum(1)[:, None]
     cap = np.minimum(unit.out_c[None], n_h)
@@ -220,12 +225,11 @@ def off_unit_overlap(space: Space, unit: Unit, parent: Key | None, ds: np.ndarra
     """
     counts = unit.m + unit.fp
     slot_d = space.slot[ds]
-    if _per_row(parent):  # one first leaf per node: |A AND c| is its row of the pair table
-        first = space.slot[parent]
-        p_a = space.pair_sizes(first)
-        x_a = (p_a[j, c] - np.asarray(unit.spread_rows(counts * g_a), np.int64)[j, c]).astype(unit.dtype)
-        n_a = (space.cand_sizes[first] - (counts * g_a).sum(1)).astype(unit.dtype)[j]
-        n_ad = (p_a[np.arange(len(ds)), slot_d] - (counts * (g_a & in_d)).sum(1)).astype(unit.dtype)[j]
+    if _per_row(parent):  # one first leaf A per node: N(A AND c) is A's row, kept per concept
+        off_a = unit.off_rows(space, parent)
+        x_a = off_a[j, c]
+        n_a = unit.out_c[space.slot[parent]][j]
+        n_ad = off_a[np.arange(len(ds)), slot_d][j]
     else:
         got = space.cached(parent) if parent else (np.zeros(len(space.candidates), np.int64), 0)
         if got is None:

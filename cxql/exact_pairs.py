@@ -237,7 +237,14 @@ def _counts(t: _Tables, e: _Entries, op: int) -> tuple[np.ndarray, np.ndarray, n
 def _offer(best: Any, t: _Tables, e: _Entries, op: int) -> None:
     """Offer the first (key order) two-leaf formula of greatest exact IoU for ``op``."""
     tp, size, valid = _counts(t, e, op)
-    union = t.unit.size + size - tp
+    cand = t.space.candidates
+    _offer_first(best, tp, size, t.unit.size + size - tp, valid,
+                 lambda i: (int(cand[t.rows[e.r[i]]]), int(cand[e.d[i]]), op))
+
+
+def _offer_first(best: Any, tp: np.ndarray, size: np.ndarray, union: np.ndarray, valid: np.ndarray,
+                 key_of: Callable[[int], tuple]) -> None:
+    """Offer the first (in array order, which is key order) formula of greatest exact IoU among ``valid``."""
     iou = np.where(valid & (tp > 0), tp / np.maximum(union, 1), -1.0)
     top = iou.max(initial=-1.0)
     if top <= 0:
@@ -247,9 +254,8 @@ def _offer(best: Any, t: _Tables, e: _Entries, op: int) -> None:
     for j in near[1:]:
         if int(tp[j]) * int(union[win]) > int(tp[win]) * int(union[j]):
             win = j
-    cand = t.space.candidates
-    key = (int(cand[t.rows[e.r[win]]]), int(cand[e.d[win]]), op)
-    best.offer(int(tp[win]), int(union[win]), 2, key, int(size[win]))
+    key = key_of(int(win))
+    best.offer(int(tp[win]), int(union[win]), (len(key) + 1) // 2, key, int(size[win]))
 
 
 def _screen(t: _Tables, e: _Entries, op: int, prune: _Pruner, best: Any, length: int) -> tuple:

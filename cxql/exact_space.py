@@ -174,6 +174,8 @@ class Unit:
         self.out_c = (space.cand_sizes - self.tp_c - self.fp_c).astype(self.dtype)
         self._member: np.ndarray | None = None
         self._off: dict[int, np.ndarray] = {}
+        self._w: dict[int, np.ndarray] = {}
+        self._w_tag: tuple | None = None
         self._candidates, self._n_concepts = space.candidates, space.n_concepts
 
     @property
@@ -189,9 +191,20 @@ class Unit:
         new = [int(d) for d in dict.fromkeys(ds.tolist()) if int(d) not in self._off]
         if new:
             unit_part = self.spread_rows((self.m + self.fp) * self.member[new])
-            for d, row in zip(new, unit_part):
-                self._off[d] = (space.overlaps((d,), space.column(d)) - row).astype(self.dtype)
+            for d, row, pairs in zip(new, unit_part, space.pair_sizes(space.slot[new])):
+                self._off[d] = (pairs - row).astype(self.dtype)
         return np.stack([self._off[int(d)] for d in ds])
+
+    def weight_rows(self, ds: np.ndarray, w: np.ndarray, tag: tuple) -> np.ndarray:
+        """[J, K']: W(d_j AND c), the weights ``w`` [E] of the unit's signatures in both (kept per concept
+        while ``tag``, the incumbent the weights belong to, stays the same)."""
+        if self._w_tag != tag:
+            self._w_tag, self._w = tag, {}
+        new = [int(d) for d in dict.fromkeys(ds.tolist()) if int(d) not in self._w]
+        if new:
+            for d, row in zip(new, self.spread_rows(w * self.member[new])):
+                self._w[d] = row
+        return np.stack([self._w[int(d)] for d in ds])
 
     def inside(self, space: "Space", key: Key) -> np.ndarray:
         """bool [E]: which of the unit's signatures the formula ``key`` holds (no pass over the whole store)."""
