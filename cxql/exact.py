@@ -75,7 +75,7 @@ from typing import Callable
 import numpy as np
 
 from .exact_bounds import _Pruner, child_bounds, hopeful, relaxed_bound
-from .exact_pairs import first_two, usable
+from .exact_pairs import first_two, offer_first, usable
 from .exact_space import AND, OR, Key, Space, Unit, leaves
 
 GROUP = 32  # two-leaf nodes screened together by ``hopeful`` before their children are counted
@@ -146,11 +146,11 @@ def _frac(a: int, b: int) -> float:
 
 def seed(space: Space, unit: Unit, length: int, best: _Best, width: int = 5) -> None:
     """A greedy beam (distinct leaves) for a good first incumbent."""
-    beam = [((int(c),), int(n), int(t)) for c, n, t in zip(space.candidates, space.cand_sizes, unit.tp_c)]
-    for key, n, t in beam:
-        best.offer(t, unit.size + n - t, 1, key, n)
-    beam.sort(key=lambda e: -e[2] / (unit.size + e[1] - e[2]))
-    beam = beam[:width]
+    tp_c, n_c = np.asarray(unit.tp_c, np.int64), space.cand_sizes
+    offer_first(best, tp_c, n_c, unit.size + n_c - tp_c, np.ones(len(tp_c), bool),
+                lambda i: (int(space.candidates[i]),))
+    top = np.argsort(-(tp_c / (unit.size + n_c - tp_c)), kind="stable")[:width]
+    beam = [((int(space.candidates[i]),), int(n_c[i]), int(tp_c[i])) for i in top]
     for step in range(2, length + 1):
         cands = []
         for key, n, t in beam:

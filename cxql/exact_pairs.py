@@ -238,12 +238,12 @@ def _offer(best: Any, t: _Tables, e: _Entries, op: int) -> None:
     """Offer the first (key order) two-leaf formula of greatest exact IoU for ``op``."""
     tp, size, valid = _counts(t, e, op)
     cand = t.space.candidates
-    _offer_first(best, tp, size, t.unit.size + size - tp, valid,
+    offer_first(best, tp, size, t.unit.size + size - tp, valid,
                  lambda i: (int(cand[t.rows[e.r[i]]]), int(cand[e.d[i]]), op))
 
 
-def _offer_first(best: Any, tp: np.ndarray, size: np.ndarray, union: np.ndarray, valid: np.ndarray,
-                 key_of: Callable[[int], tuple]) -> None:
+def offer_first(best: Any, tp: np.ndarray, size: np.ndarray, union: np.ndarray, valid: np.ndarray,
+                key_of: Callable[[int], tuple]) -> None:
     """Offer the first (in array order, which is key order) formula of greatest exact IoU among ``valid``."""
     iou = np.where(valid & (tp > 0), tp / np.maximum(union, 1), -1.0)
     top = iou.max(initial=-1.0)
