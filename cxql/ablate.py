@@ -68,7 +68,7 @@ def chosen_units(session: "Session", stmt: s.Ablate) -> list[int]:
         raise QueryError(f"ABLATE MATCH needs TOP k with k at least 1, got {stmt.top}", needle="TOP")
     if stmt.top > n:
         raise QueryError(f"TOP {stmt.top} is more units than layer {session.layer().name!r} has ({n})",
-                         needle=str(stmt.top), hint=f"ablate at most TOP {n}")
+                         needle=f"TOP {stmt.top}", hint=f"ablate at most TOP {n}")
     from .statements import match
 
     return [int(r["unit"]) for r in match(session, s.Match(stmt.formula, stmt.top)).rows]

@@ -9,6 +9,8 @@ status comes from the class: query errors 1, usage errors 2.
 
 from __future__ import annotations
 
+import re
+
 import difflib
 from dataclasses import dataclass
 from typing import Iterable
@@ -50,9 +52,9 @@ class CxqlError(Exception):
             return self.with_source(text)
         start, end = region.start, region.end
         if self.needle:
-            found = _find_word(text, self.needle, start, end)
+            found, width = _find_needle(text, self.needle, start, end)
             if found >= 0:
-                start, end = found, found + len(self.needle)
+                start, end = found, found + width
         line = text.count("\n", 0, start) + 1
         column = start - (text.rfind("\n", 0, start) + 1) + 1
         self.span = Span(line, column, start, end)
@@ -103,6 +105,22 @@ class UsageError(CxqlError):
     """Wrong command-line use."""
 
     exit_code = 2
+
+
+def _find_needle(text: str, needle: str, start: int, end: int) -> tuple[int, int]:
+    """(where, width) of ``needle`` in ``text[start:end]``, or (-1, 0). A needle ``"KEYWORD value"`` (an
+    option such as ``LENGTH 0``) points at the value written after the keyword, else at the keyword (the
+    value may come from a SET), so ``SEARCH unit 0 LENGTH 0`` marks LENGTH's 0, not the unit's."""
+    keyword, _, value = needle.partition(" ")
+    if value:
+        pattern = rf"(?<![\w.]){re.escape(keyword)}\s+({re.escape(value)})(?![\w.])"
+        match = re.compile(pattern, re.IGNORECASE).search(text, start, end)
+        if match:
+            return match.start(1), len(value)
+        found = _find_word(text, keyword, start, end)
+        return (found, len(keyword)) if found >= 0 else (-1, 0)
+    found = _find_word(text, needle, start, end)
+    return (found, len(needle)) if found >= 0 else (-1, 0)
 
 
 def _find_word(text: str, needle: str, start: int, end: int) -> int:

@@ -70,10 +70,10 @@ def check_exact(stmt: s.Search, length: int, n_concepts: int, metric: Metric) ->
         raise QueryError("EXACT and BEAM do not combine: EXACT proves the best formula, BEAM limits a greedy "
                          "search; drop one of them", needle="BEAM")
     if length < 1:
-        raise QueryError(f"LENGTH must be at least 1, got {length}", needle=str(length))
+        raise QueryError(f"LENGTH must be at least 1, got {length}", needle=f"LENGTH {length}")
     if length > n_concepts:
         raise QueryError(f"LENGTH {length} is above the {n_concepts} concepts of this store: EXACT formulas use "
-                         f"each concept at most once", needle=str(length))
+                         f"each concept at most once", needle=f"LENGTH {length}")
     if stmt.within is not None and not stmt.within > 0:
         raise QueryError(f"WITHIN must be a positive number of seconds, got {stmt.within:g}", needle="WITHIN")
     if metric.of_iou is None:

@@ -249,9 +249,9 @@ def checked_search(session: Session, engine: Searcher, units: list[int], length:
     """
     for name, value in (("LENGTH", length), ("BEAM", beam)):
         if value < 1:
-            raise QueryError(f"{name} must be at least 1, got {value}", needle=f"{value}")
+            raise QueryError(f"{name} must be at least 1, got {value}", needle=f"{name} {value}")
     if length > MAX_LENGTH:
-        raise QueryError(f"LENGTH must be at most {MAX_LENGTH}, got {length}", needle=f"{length}",
+        raise QueryError(f"LENGTH must be at most {MAX_LENGTH}, got {length}", needle=f"LENGTH {length}",
                          hint="compexp's figures stop at LENGTH 10")
     beam = min(beam, beam_capacity(int((session.backend.concept_sizes > 0).sum()), length))
     memory.check(search_bytes(session, engine, units, beam), session.settings["memory_limit"],
@@ -305,7 +305,7 @@ def match(session: Session, stmt: s.Match) -> Result:
     plan = session.formula_plan(stmt.formula)
     top = stmt.top if stmt.top is not None else session.settings["top"]
     if top < 1:
-        raise QueryError(f"TOP must be at least 1, got {top}", needle=str(top))
+        raise QueryError(f"TOP must be at least 1, got {top}", needle=f"TOP {top}")
     _check_formula_memory(session, plan, min(top, session.layer().n_units), "MATCH")
     backend = session.backend
     mask = backend.formula_mask(plan)

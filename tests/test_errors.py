@@ -6,6 +6,7 @@ import pytest
 
 import cxql
 from cxql.errors import EXCERPT_WIDTH, CxqlError, QuerySyntaxError, Span, caret
+from cxql.resources import demo_store_path
 
 
 def span_at(text: str, start: int, end: int) -> Span:
@@ -49,3 +50,28 @@ def test_an_error_on_a_long_line_of_several_stays_short() -> None:
 
 def test_errors_without_a_position_print_only_their_message() -> None:
     assert str(CxqlError("no store at x", hint="try y")) == "no store at x\nhint: try y"
+
+
+@pytest.mark.parametrize("query, marked", [
+    ("SEARCH unit 0 LENGTH 0", 21),            # LENGTH's 0, not the unit's
+    ("SEARCH unit 0 length 0 BEAM 3", 21),     # keywords in any case
+    ("SEARCH unit 1 LENGTH 3 BEAM 0", 28),
+    ("SEARCH unit 0 LENGTH 101", 21),
+    ("SEARCH unit 0..2 LENGTH 0 EXACT", 24),
+    ("MATCH pred:1 TOP 0", 17),
+])
+def test_an_option_out_of_range_is_marked_at_its_value(query: str, marked: int) -> None:
+    session = cxql.connect(demo_store_path())
+    with pytest.raises(CxqlError) as info:
+        session.execute(query)
+    assert info.value.span is not None and info.value.span.start == marked, str(info.value)
+
+
+def test_an_option_from_set_is_marked_at_the_statement() -> None:
+    """LENGTH set earlier is not in the statement's text: the error marks where it can (no wrong number)."""
+    session = cxql.connect(demo_store_path())
+    session.settings["length"] = 0  # as if a SET slipped past its own check
+    with pytest.raises(CxqlError) as info:
+        session.execute("SEARCH unit 0")
+    assert "LENGTH must be at least 1" in str(info.value)
+    assert info.value.span is None or info.value.span.start != 12
