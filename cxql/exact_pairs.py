@@ -30,21 +30,26 @@ space, G ties or beats F and wins the tie, so F is never the answer. Hence:
 
 The screen (LENGTH 3: one leaf to go). A node H = c op d survives only if
 some child H OR e, H AND e, H AND NOT e may reach v (b*tp - a*fp >= a|M|).
-OR children: Phi's OR term (exact_bounds), and V(e without c) <= bo(c), the
-best such value over e, plus what H gives up inside c. Children inside H
-(F = c AND L AND L', L, L' literals d / NOT d, e / NOT e):
+Write P(X) for X's positive weights, V(X) = b*tp - a*fp for its value and
+Neg(X) = P(X) - V(X) for its negative weights: the most that cutting part
+of X away can add. OR children: Phi's OR term (exact_bounds), and V(e
+without c) <= bo(c), the best such value over e, plus what H leaves of c
+(P(c - H) for H inside c; Neg(d without c) for H = c OR d). Children
+inside H (F = c AND L AND L', L and L' literals d / NOT d, e / NOT e):
 
 * cut: F's positions where the unit never fires (N) are at least N(H) less
-  what L' removes of c's, N(c AND NOT L'), and F's weight is at most h(H)
+  what L' removes of c's, N(c AND NOT L'), and F's weight is at most P(H)
   and at most P(c AND L'); so with cap(c) the most N(c AND NOT L') over
-  literals with P(c AND L') >= a|M|, V(F) <= h - a * max(0, N(H) - cap(c));
-* two-leaf: V(F) = V(c AND L') - V(c AND L' AND NOT L) <= b2(c) + a*fp(c
-  AND NOT L), b2(c) the best V(c AND L') over literals, exact from the
-  tables; for H = c OR d: V((c OR d) AND L') <= b2(c) + h(d without c).
+  literals with P(c AND L') >= a|M|, V(F) <= P(H) - a * max(0, N(H) - cap(c));
+* two-leaf: V(F) = V(c AND L') - V(c AND L' AND NOT L) <= b2(c) + Neg(c AND
+  NOT L), b2(c) the best V(c AND L') over literals, exact from the tables;
+  for H = c OR d, V(H AND L') = V(c AND L') + V(d AND L') - V(c AND d AND
+  L') <= b2(c) + min(P(d without c), b2(d) + Neg(c AND d)).
 
 Each is an identity or an inequality on measures; tests/test_exact_pairs.py
-checks them against every child of random tiny stores. Survivors then pass
-``hopeful`` (the last step's per-concept bound) in one batch.
+checks them against every child of random tiny stores. The nodes left go to
+:mod:`cxql.exact`, whose batched ``hopeful`` (the last step's per-concept
+bound) drops most of the rest before any child is counted.
 """
 
 from __future__ import annotations
@@ -197,20 +202,17 @@ class _Tables:
         v12 = b * self.tp - a * (self.size - self.tp)              # V(c AND d)
         off12 = self.size - self.unit_part                          # N(c AND d)
         off_r, value_r, h_r = unit.out_c.astype(np.int64)[rows], self.value_c[rows], self.h_c[rows]
-        n = len(rows)
         # cap: the most a literal L' cuts of c's positions off the unit's signatures, among those keeping
         # P(c AND L') >= a|M|; a concept disjoint from c as NOT L' cuts nothing (0), as L' (a = 0 only) all
         cap = np.where(h_r >= aM, 0, NEG) if aM > 0 else off_r.copy()
         cap = _row_max(cap, r, other & (self.positive >= aM), (off_r[r] - off12))
         self.cap = _row_max(cap, r, other & (h_r[r] - self.positive >= aM), off12)
         # b2: the best V(c AND L'); a disjoint concept gives 0 (AND) or V(c) (AND NOT)
-        b2 = _row_max(np.maximum(0, value_r), r, other, np.maximum(v12, value_r[r] - v12))
-        self.b2 = b2
+        self.b2 = _row_max(np.maximum(0, value_r), r, other, np.maximum(v12, value_r[r] - v12))
         # bo: the best V(e without c); a disjoint e gives V(e): the best of any other concept bounds those
         order = np.argsort(-self.value_c, kind="stable")[:2]
         top = np.where(rows == order[0], self.value_c[order[1]] if len(order) > 1 else NEG, self.value_c[order[0]])
         self.bo = _row_max(top, r, other, self.value_c[self.d] - v12)
-        del n
 
 
 def _row_max(start: np.ndarray, r: np.ndarray, mask: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -285,11 +287,6 @@ def _screen(t: _Tables, e: _Entries, op: int, prune: _Pruner, best: Any, length:
             tp[keep], phi[keep])
 
 
-def _negative(t: _Tables, e: _Entries, h_part: np.ndarray, v_part: np.ndarray) -> np.ndarray:
-    """Neg(X) = P(X) - V(X): the most that removing part of X can add (its signatures' negative weights)."""
-    return h_part - v_part
-
-
 def _or_children(t: _Tables, e: _Entries, op: int, prune: _Pruner, a: int, b: int, h: np.ndarray, p: np.ndarray,
                  pos: np.ndarray, aM: int) -> np.ndarray:
     """A bound on b*tp - a*fp of H OR e' over every e': p + bo(c) + what H leaves of c, then Phi's OR term
@@ -297,8 +294,8 @@ def _or_children(t: _Tables, e: _Entries, op: int, prune: _Pruner, a: int, b: in
     c = t.rows[e.r]
     if op == OR:  # e' without (c OR d) is e' without c less its part in d: it gains at most Neg(d without c)
         v12 = b * e.tp - a * (e.size - e.tp)
-        neg_d = _negative(t, e, t.h_c[e.d] - pos, t.value_c[e.d] - v12)
-        neg_c = _negative(t, e, t.h_c[c] - pos, t.value_c[c] - v12)
+        neg_d = (t.h_c[e.d] - pos) - (t.value_c[e.d] - v12)        # Neg(d without c) = P - V
+        neg_c = (t.h_c[c] - pos) - (t.value_c[c] - v12)
         out = np.minimum(p + t.bo[e.r] + neg_d, p + t.bo[t.row_of[e.d]] + neg_c)
     else:
         out = p + t.bo[e.r] + (t.h_c[c] - h)                       # H inside c: e' gains at most P(c - H)
@@ -315,7 +312,7 @@ def _inner_children(t: _Tables, e: _Entries, op: int, a: int, b: int, h: np.ndar
     unit = t.unit
     c = t.rows[e.r]
     v12 = b * e.tp - a * (e.size - e.tp)                            # V(c AND d)
-    neg12 = _negative(t, e, pos, v12)                               # Neg(c AND d)
+    neg12 = pos - v12                                               # Neg(c AND d) = P - V
     if op == OR:  # V((c OR d) AND L) = V(c AND L) + V(d AND L) - V(c AND d AND L)
         rd = t.row_of[e.d]
         both = t.b2[e.r] + t.b2[rd] + neg12
@@ -323,11 +320,11 @@ def _inner_children(t: _Tables, e: _Entries, op: int, a: int, b: int, h: np.ndar
     off_cd = e.size - e.unit_part                                   # N(c AND d)
     n_h = off_cd if op == AND else unit.out_c.astype(np.int64)[c] - off_cd   # N(H)
     # V(c AND L AND L2) = V(c AND L2) - V(c AND L2 AND NOT L): at most b2(c) + Neg(c AND NOT L)
-    neg_c = neg12 if op == AND_NOT else _negative(t, e, t.h_c[c] - pos, t.value_c[c] - v12)
+    neg_c = neg12 if op == AND_NOT else (t.h_c[c] - pos) - (t.value_c[c] - v12)
     out = np.minimum(_cut(h, n_h, t.cap[e.r], a), t.b2[e.r] + neg_c)
     if op == AND:  # H lies inside d as well
         rd = t.row_of[e.d]
-        neg_d = _negative(t, e, t.h_c[e.d] - pos, t.value_c[e.d] - v12)
+        neg_d = (t.h_c[e.d] - pos) - (t.value_c[e.d] - v12)
         out = np.minimum(out, np.minimum(_cut(h, n_h, t.cap[rd], a), t.b2[rd] + neg_d))
     return out
 
