@@ -87,10 +87,16 @@ def pool(acts: np.ndarray, groups: Sequence[Sequence[int]], how: str) -> np.ndar
 def record_tokens(model: Any, tokenizer: Callable[..., Any], layer: str, store: ConceptStore, *,
                   name: str | None = None, pooling: str = "max", words: Sequence[Sequence[str]] | None = None,
                   device: str = "cpu", out: str | Path | None = None, threshold: Any = None,
-                  attach: bool = True, progress: Callable[[int], None] | None = None) -> np.ndarray:
-    """Activations [tokens, units] of ``model``'s module ``layer`` over the store's words; attached as ``name``."""
+                  attach: bool = True, progress: Callable[[int], None] | None = None,
+                  replace: bool = False) -> np.ndarray:
+    """Activations [tokens, units] of ``model``'s module ``layer`` over the store's words; attached as ``name``
+    (an existing layer of that name only with ``replace``, checked before the model runs)."""
     import torch
 
+    from .store.validate_input import check_new_layer
+
+    if attach:
+        check_new_layer(store.layers, name or layer, replace)
     if pooling not in POOLING:
         raise DataError(f"pooling must be one of {', '.join(POOLING)}, got {pooling!r}")
     words = [list(w) for w in (words if words is not None else store_words(store))]
@@ -139,7 +145,7 @@ def record_tokens(model: Any, tokenizer: Callable[..., Any], layer: str, store: 
     if isinstance(rows, np.memmap):
         rows.flush()
     if attach:
-        store.add_units(name or layer, rows, threshold)
+        store.add_units(name or layer, rows, threshold, replace=replace)
     return rows
 
 
@@ -174,13 +180,12 @@ def run_cli(args: argparse.Namespace, store: ConceptStore, tools: Any) -> int:
         raise UsageError(f"--model {args.model}: a token store needs a language model, given as hf:PATH")
     device = args.device or "cpu"
     model, tokenizer = load_hf(args.model, device)
-    if args.replace and (args.name or args.layer) in store.layers:
-        raise UsageError("--replace is not supported for token layers yet; choose another --name")
     bar = tools.progress()
     bar.start(store.n_samples, f"recording {args.layer}")
     try:
         record_tokens(model, tokenizer, args.layer, store, name=args.name or args.layer, pooling=args.pooling,
-                      device=device, out=args.save, threshold=args.threshold, progress=bar.advance)
+                      device=device, out=args.save, threshold=args.threshold, progress=bar.advance,
+                      replace=args.replace)
     finally:
         bar.finish()
     print(f"added {store.layers[args.name or args.layer].describe()}", file=sys.stderr)

@@ -112,3 +112,20 @@ def test_cli_hf_model_without_transformers_is_a_clear_error(tmp_path, capsys):
     build_conllu_store(SAMPLE).save(tmp_path / "s")
     code = main(["units", "record", str(tmp_path / "s"), "encoder.layer.0", "--model", f"hf:{tmp_path}/model"])
     assert code != 0 and "transformers" in capsys.readouterr().err
+
+
+def test_a_token_layer_is_replaced_only_when_asked(tmp_path):
+    """The name is checked before the model runs; with replace=True the new rows take the layer's place."""
+    store = cxql.ConceptStore.open(build_conllu_store(SAMPLE).save(tmp_path / "s").path)
+    model = TinyTransformer()
+    record_tokens(model, chunk_tokenizer, "mlp.1", store, name="tiny", threshold="quantile:0.9")
+    calls = []
+    handle = model.register_forward_hook(lambda *a: calls.append(1))
+    with pytest.raises(DataError, match="already has a layer 'tiny'"):
+        record_tokens(model, chunk_tokenizer, "mlp.1", store, name="tiny")
+    assert not calls  # refused before recording anything
+    handle.remove()
+    before = store.layers["tiny"].n_units
+    record_tokens(model, chunk_tokenizer, "block", store, name="tiny", threshold="quantile:0.9", replace=True)
+    reopened = cxql.ConceptStore.open(tmp_path / "s")
+    assert reopened.layers["tiny"].n_units == 16 != before == 24
