@@ -24,6 +24,7 @@ from .search import SearchResult
 from .searcher import Searcher
 from .settings import check_setting
 from .store import ConceptStore
+from .store import units as un
 
 if TYPE_CHECKING:
     from .context import StatementContext as Session
@@ -160,11 +161,8 @@ def _check_formula_memory(session: Session, plan: Any, n_rows: int, what: str) -
 
 def unit_intersections(session: Session, sig_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(|M_u AND F|, |M_u|) for every unit of the layer, from the CSR histograms."""
-    indptr, sig, cnt = session.unit_histograms()
-    weighted = np.where(sig_mask[sig], cnt, 0) if len(sig) else np.zeros(0, np.int64)
-    cums = np.concatenate([[0], np.cumsum(weighted, dtype=np.int64)])
-    totals = np.concatenate([[0], np.cumsum(cnt, dtype=np.int64)])
-    return cums[indptr[1:]] - cums[indptr[:-1]], totals[indptr[1:]] - totals[indptr[:-1]]
+    indptr, sig, cnt = session.unit_histograms()  # chunk by chunk: a sparse layer has a billion entries
+    return un.unit_sums(indptr, cnt, sig, np.asarray(sig_mask, dtype=bool)), un.unit_sums(indptr, cnt)
 
 
 def search(session: Session, stmt: s.Search) -> Result:

@@ -74,7 +74,7 @@ def histograms(masks: UnitMasks, position_sig: "np.ndarray | SampleLocalIds") ->
 HIST_CHUNK = 1 << 22
 
 
-def histogram_chunks(masks: UnitMasks, position_sig: "np.ndarray | SampleLocalIds", chunk: int = HIST_CHUNK,
+def histogram_chunks(masks: UnitMasks, position_sig: "np.ndarray | SampleLocalIds", chunk: int | None = None,
                      ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """(entries per unit, signature ids, counts) for consecutive runs of units of about ``chunk`` positions.
 
@@ -84,10 +84,7 @@ def histogram_chunks(masks: UnitMasks, position_sig: "np.ndarray | SampleLocalId
     Memory is O(chunk), whatever the layer's size.
     """
     indptr = np.asarray(masks.indptr, dtype=np.int64)
-    u0 = 0
-    while u0 < masks.n_units:
-        u1 = max(u0 + 1, int(np.searchsorted(indptr, indptr[u0] + chunk, side="right")) - 1)
-        u1 = min(u1, masks.n_units)
+    for u0, u1 in unit_chunks(indptr, chunk):
         sizes = np.diff(indptr[u0:u1 + 1])
         pos = np.asarray(masks.positions[indptr[u0]:indptr[u1]])
         sig = np.asarray(position_sig[pos], dtype=np.int64)
@@ -104,7 +101,37 @@ def histogram_chunks(masks: UnitMasks, position_sig: "np.ndarray | SampleLocalId
             keys = keys[first]
         unit, sig = np.divmod(keys, n_sig)
         yield np.bincount(unit, minlength=u1 - u0).astype(np.int64), sig.astype(np.int64), counts.astype(np.int64)
+
+
+def unit_chunks(indptr: np.ndarray, chunk: int | None = None) -> Iterator[tuple[int, int]]:
+    """(first unit, end unit) of consecutive runs of units with about ``chunk`` entries (at least one unit)."""
+    chunk = chunk or HIST_CHUNK
+    n_units = len(indptr) - 1
+    u0 = 0
+    while u0 < n_units:
+        u1 = int(np.searchsorted(indptr, int(indptr[u0]) + chunk, side="right")) - 1
+        u1 = min(max(u1, u0 + 1), n_units)
+        yield u0, u1
         u0 = u1
+
+
+def unit_sums(indptr: np.ndarray, counts: np.ndarray, sig: np.ndarray | None = None,
+              sig_mask: np.ndarray | None = None) -> np.ndarray:
+    """int64 [U]: each unit's histogram total (over signatures where ``sig_mask`` holds, when given).
+
+    Chunk by chunk, so a layer of a billion entries needs no temporary of its size.
+    """
+    indptr = np.asarray(indptr, dtype=np.int64)
+    out = np.zeros(len(indptr) - 1, dtype=np.int64)
+    for u0, u1 in unit_chunks(indptr):
+        a, b = int(indptr[u0]), int(indptr[u1])
+        values = np.asarray(counts[a:b], dtype=np.int64)
+        if sig_mask is not None:
+            values = np.where(sig_mask[np.asarray(sig[a:b])], values, 0)
+        sums = np.concatenate([[0], np.cumsum(values, dtype=np.int64)])
+        local = indptr[u0:u1 + 1] - a
+        out[u0:u1] = sums[local[1:]] - sums[local[:-1]]
+    return out
 
 
 def write_histograms(masks: UnitMasks, position_sig: "np.ndarray | SampleLocalIds", folder: Path,
