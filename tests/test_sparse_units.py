@@ -251,3 +251,21 @@ def test_units_add_shows_each_phase(tmp_path):
     n = store.n_positions
     assert progress.seen == [["counting sae's active tokens", n, n], ["placing sae's positions", n, n],
                              ["histograms of sae", 4, 4]]
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_cli_units_add_streams_without_loading_the_matrix(tmp_path, monkeypatch, compressed):
+    from cxql.cli import main
+
+    store = build_conllu_store(SAMPLE)
+    store.save(tmp_path / "s")
+    _, matrix = random_sparse(np.random.default_rng(6), store.n_positions, 5, 0.2)
+    sp.save_npz(tmp_path / "acts.npz", matrix, compressed=compressed)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the whole matrix was loaded")
+    monkeypatch.setattr(sp, "load_npz", refuse)
+    assert main(["units", "add", str(tmp_path / "s"), "sae", str(tmp_path / "acts.npz")]) == 0
+    layer = cxql.ConceptStore.open(tmp_path / "s").layers["sae"]
+    for u, expected in enumerate(csc_reference_masks(matrix, 0.0)):
+        assert np.array_equal(layer.unit_positions(u), expected)
