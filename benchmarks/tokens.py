@@ -2,42 +2,60 @@
 
 Why: issue 16 asks for 10M tokens x 16,384 sparse units (about 1 % non-zero)
 on one machine: build time, store size, memory peak, and SEARCH LENGTH 3
-time for all units. That is 1.6 billion non-zeros (13 GB as CSR float32 +
-int32 indices), more than this 2-core, 24 GB machine can generate and hold
-next to the rest; so the script takes ``--tokens``, ``--units`` and
-``--density`` and reports per-token and per-unit figures that scale
-linearly (signatures grow with the concepts' combinations, not tokens; the
-sparse masks and SEARCH's histograms grow with the non-zeros).
+time for all units. That is 1.6 billion non-zeros, 13 GB as CSR (float32
+values, int32 indices): more than fits in memory next to anything else on
+a 24 GB machine, so every step streams.
 
-Steps:
+Phases, each in its own process (so each has its own memory peak):
 
-1. a CoNLL-U-like token stream: ``--tokens`` tokens in sentences of 5-30
-   words, each with a word (Zipf over 5,000 forms, pooled under the minimum
-   count), a UPOS tag (17), a Number feature, sent:start/end and a position
-   bucket; the store is built through ``build_token_store`` (the CoNLL-U
-   builder's core), timed, saved, and its size on disk reported;
-2. ``--units`` sparse units at ``--density``: each unit fires on a random
-   concept's tokens (a third of them) plus noise, as a scipy CSR matrix;
-   ``add_sparse_units`` is timed (masks from the non-zeros only);
-3. ``SEARCH unit * LENGTH 3`` (``SET min_active = 0``) over all units, timed.
+1. ``store``: a CoNLL-U-like token stream, ``--tokens`` tokens in sentences
+   of 5-30 words, each with a word (Zipf over 5,000 forms, pooled under the
+   minimum count), a UPOS tag (17), a Number feature, sent:start/end and a
+   position bucket, built through ``build_token_store`` (the CoNLL-U
+   builder's core) and saved;
+2. ``acts``: ``--units`` sparse units at ``--density``: each unit fires on a
+   random concept's tokens (about 70 % of its quota, thinned at random) plus
+   uniform noise, generated row block by row block straight into an
+   uncompressed ``.npz`` (``CsrNpzWriter``), so generation is bounded too;
+3. ``add``: ``cxql units add STORE sae acts.npz --threshold value:0``
+   through the CLI's own function (streamed: :mod:`cxql.store.sparse_units`);
+4. ``search``: ``SEARCH unit * LENGTH 3 BEAM 5`` (``SET min_active = 0``,
+   torch on ``--threads`` threads), the layer's first-use checks timed apart;
+5. ``check`` (``--check``): ``cxql store check`` (CRC-32 of every file, counts).
 
-Peak memory is ``ru_maxrss`` of the process.
+Memory: ``ru_maxrss`` (from ``wait4``) counts every resident page, also the
+pages of memory-mapped files (the input's and the layer's, kept in the page
+cache and dropped by the kernel when memory is short); the anonymous peak
+(``RssAnon`` of ``/proc/PID/status``, sampled every 0.2 s) is the working
+memory the process itself allocates, what really bounds it.
 
-Run by hand: ``python benchmarks/tokens.py [--tokens 10000000] [--units 16384] [--density 0.01]``.
+Run by hand: ``python benchmarks/tokens.py [--tokens 10000000] [--units 16384] [--density 0.01] [--tmp DIR] [--check]``.
 
-Measured on the 2-core, 24 GB development machine (shared with other jobs),
-scaled runs, 1 % non-zero, BEAM 5:
+Measured on the 2-core, 24 GB development machine (shared with other work,
+pinned to one core: ``OMP_NUM_THREADS=1 taskset -c 1``), 1 % non-zero, BEAM 5,
+one torch thread. Memory: anonymous peak / ru_maxrss.
 
-| tokens | units | non-zeros | build+save | store | units add | SEARCH * LENGTH 3 | peak RSS |
-|---|---|---|---|---|---|---|---|
-| 100,000 | 16,384 | 16.3 M | 1.1 s | 1.8 MB (+270 MB layer) | 3.1 s | 113 s (6.9 ms/unit) | 1.7 GB |
-| 1,000,000 | 2,048 | 20.4 M | 13.3 s | 10.9 MB (+226 MB layer) | 1.6 s | 31 s (15.2 ms/unit) | 1.6 GB |
+| phase | 1M tokens x 16,384 units | 10M tokens x 16,384 units |
+|---|---|---|
+| store build + save | 6.9 s; 10.9 MB; 0.45 / 0.47 GB | 70.6 s (+14 s corpus); 70.7 MB; 0.79 / 0.81 GB |
+| signatures | 74,849 | 148,720 |
+| activations (.npz, generated) | 163 M non-zeros, 1.31 GB, 17 s; 0.65 / 0.69 GB | 1.63 G non-zeros, 13.1 GB, 150 s; 0.79 / 0.88 GB |
+| ``units add`` (CLI) | 22.4 s; layer 1.81 GB; 0.27 / 2.26 GB | 244 s; layer 11.8 GB; 0.26 / 19.9 GB |
+| histogram entries | 72.4 M | 330 M |
+| first-use checks | 1.2 s | 5.4 s |
+| ``SEARCH unit * LENGTH 3`` | 126 s, 130 units/s (7.7 ms/unit); 1.87 / 3.14 GB | 626 s, 26.2 units/s (38.2 ms/unit); 2.41 / 7.80 GB |
+| ``store check`` | 3.0 s; 0.34 / 1.91 GB | 15.9 s; 0.34 / 11.9 GB |
 
-Signatures grew 21k -> 75k from 0.1M to 1M tokens; SEARCH time per unit
-follows them. The full 10M x 16,384 run (1.6 billion non-zeros, 13 GB of
-CSR, and ``add_sparse_units`` makes one CSC copy of it) was not run here:
-it does not fit next to its input in 24 GB; an extrapolation (about 200k
-signatures, about 40 ms/unit, about 11 minutes of SEARCH) is a guess, not a figure.
+``units add`` works in a few hundred MB of its own whatever the number of
+non-zeros (blocks of 4M non-zeros, O(units + tokens) arrays); its
+ru_maxrss is the mapped 13 GB input and 6.5 GB of positions being written,
+page cache. SEARCH's anonymous memory is its chunks of units (under 16 x
+chunk_mb of state each) plus the backend's concept table; its ru_maxrss adds
+the mapped histograms (5.3 GB at 10M). Before streaming (in-memory CSC copy,
+histograms and arrays built whole) the 10M run did not fit in 24 GB, and
+SEARCH's beam rows held every unit's EXACT-space histogram at once (7.7 GB
+anonymous at 1M tokens); both are gone. SEARCH time per unit follows the
+signatures (75k -> 149k) and the units' histogram entries (4.4k -> 20k per unit).
 """
 
 from __future__ import annotations
