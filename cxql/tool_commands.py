@@ -42,15 +42,11 @@ def units_add(args: argparse.Namespace, tools: Tools) -> int:
     store = ConceptStore.open(locate_store(args.store, writes=True))
     check_new_layer(store.layers, args.layer, args.replace)
     # "0.5" is absolute, "quantile:0.99" a level; checked before a big file is read
-    from .store.sparse_units import add_sparse_units, is_sparse_npz, load_sparse
+    from .store.sparse_units import add_sparse_units, is_sparse_npz
 
-    if is_sparse_npz(args.activations):  # scipy CSR [tokens, units]: memory bounded by the non-zeros
-        try:
-            layer = add_sparse_units(store, args.layer, load_sparse(args.activations), args.threshold,
-                                     replace=args.replace, on_warning=tools.warn)
-        except DataError as exc:
-            exc.message = f"{args.activations}: {exc.message}"
-            raise
+    if is_sparse_npz(args.activations):  # scipy CSR [tokens, units], streamed: memory bounded by the non-zeros
+        layer = add_sparse_units(store, args.layer, args.activations, args.threshold, replace=args.replace,
+                                 on_warning=tools.warn, progress=tools.progress())  # its errors name the file
         print(f"added {layer.describe()}", file=sys.stderr)
         return 0
     threshold = Threshold.parse(args.threshold, store.default_threshold())

@@ -49,3 +49,14 @@ def test_a_let_name_may_be_reused_for_another_formula(small_store) -> None:
     session = cxql.connect(store)
     assert session.execute("LET w = c4; LET w = c5; EVAL w ON unit 3").rows == \
         session.execute("EVAL c5 ON unit 3").rows
+
+
+def test_search_bounds_in_unit_chunks_equal_all_at_once(small_store, monkeypatch):
+    """Beam rows' root bounds are computed a chunk of units at a time (memory), with the same values."""
+    from cxql import statements
+
+    session = cxql.connect(small_store[0])
+    whole = session.execute("SEARCH unit * LENGTH 2 BEAM 3").rows
+    monkeypatch.setattr(statements, "BOUND_CHUNK", 3)
+    chunked = session.execute("SEARCH unit * LENGTH 2 BEAM 3").rows
+    assert len(whole) > 3 and chunked == whole and all("bound" in row for row in whole)

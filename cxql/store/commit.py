@@ -37,6 +37,7 @@ import numpy as np
 from ..errors import StoreError, UsageError
 from .lock import store_lock
 from .manifest import FORMAT, MANIFEST, OWN_FILE, read_manifest, referenced_files, to_json
+from .staged import StagedArray
 from .validate import file_entry
 
 STAGING_PREFIX = ".cxql-tmp-"
@@ -151,12 +152,17 @@ def prefixed(entries: dict, prefix: str) -> dict:
     return {key: {**e, "file": prefix + e["file"]} for key, e in entries.items()}
 
 
-def save_arrays(staging: Path, arrays: dict[str, np.ndarray], under: str = "") -> None:
-    """Write arrays as ``.npy`` files into ``staging/under``."""
+def save_arrays(staging: Path, arrays: "dict[str, np.ndarray | StagedArray]", under: str = "") -> None:
+    """Write arrays as ``.npy`` files into ``staging/under``; a :class:`StagedArray` is already there."""
     target = staging / under if under else staging
     target.mkdir(parents=True, exist_ok=True)
     for key, arr in arrays.items():
-        np.save(target / f"{key}.npy", np.asarray(arr), allow_pickle=False)
+        file = target / f"{key}.npy"
+        if isinstance(arr, StagedArray):
+            if resolved(arr.file) != resolved(file):
+                raise StoreError(f"{arr.file}: a staged array must be written as {file}")
+            continue
+        np.save(file, np.asarray(arr), allow_pickle=False)
         _step("array")
 
 

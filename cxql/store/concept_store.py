@@ -31,10 +31,12 @@ open, and are upgraded when next written.
 from __future__ import annotations
 
 import os
+import shutil
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -47,6 +49,7 @@ from .ids import SampleLocalIds
 from .layer import Layer
 from .manifest import check_segment, read_manifest
 from .reader import open_arrays, open_consistent, verify_counts
+from .staged import staged_layer_dir
 from .store_parts import signatures_from_masks, spread_sample_masks, store_parts
 from .validate import file_entry
 from .writer import StoreWriter, bulk_arrays, without_bulk
@@ -237,16 +240,29 @@ class ConceptStore:
         return un.masks_from_pairs(pairs, activations.shape[1])
 
     def _attach(self, name: str, masks: un.UnitMasks, rule: un.Threshold, thresholds: np.ndarray | None,
-                activations: np.ndarray | None, replace: bool = False) -> Layer:
+                activations: np.ndarray | None, replace: bool = False, staging: Path | None = None,
+                progress: Callable[[int], None] | None = None) -> Layer:
+        """Attach ``masks`` as layer ``name``; with ``staging`` (:meth:`staging`) its big arrays go straight to files.
+
+        A staged layer's positions may already lie in ``staging`` as the
+        layer's ``mask_positions.npy`` (``masks.positions`` mapped from it);
+        histograms and bits are then written chunk by chunk, so memory stays
+        O(units) whatever the layer's size. ``progress`` hears units as their histograms are done.
+        """
         _layer_name(name)
         encoding = un.choose_encoding(masks, self.n_positions)
-        arrays: dict[str, np.ndarray] = {}
-        arrays["hist_indptr"], arrays["hist_sig"], arrays["hist_count"] = un.histograms(masks, self.position_signatures)
-        if encoding == "bits":
-            arrays["mask_bits"] = un.encode_bits(masks, self.n_positions)
+        if staging is not None:
+            arrays = un.staged_layer_arrays(masks, encoding, self.position_signatures, self.n_positions,
+                                         staged_layer_dir(staging, name), progress)
         else:
-            dtype = np.uint32 if self.n_positions < 2**32 else np.int64
-            arrays["mask_indptr"], arrays["mask_positions"] = masks.indptr, masks.positions.astype(dtype)
+            arrays = {}
+            arrays["hist_indptr"], arrays["hist_sig"], arrays["hist_count"] = un.histograms(
+                masks, self.position_signatures)
+            if encoding == "bits":
+                arrays["mask_bits"] = un.encode_bits(masks, self.n_positions)
+            else:
+                dtype = np.uint32 if self.n_positions < 2**32 else np.int64
+                arrays["mask_indptr"], arrays["mask_positions"] = masks.indptr, masks.positions.astype(dtype)
         if thresholds is not None:
             arrays["thresholds"] = thresholds
         if activations is not None:
@@ -263,8 +279,25 @@ class ConceptStore:
                 raise StoreError(f"{self.path}: layer {name!r} was added by another process meanwhile",
                                  hint="choose another name, or replace it with --replace (replace=True)")
             new["layers"][name] = {**meta, "arrays": staged.get(name, {})}
-        self._commit({f"layers/{name}": arrays}, change)
+        self._commit({f"layers/{name}": arrays}, change, staging)
         return self.layers[name]
+
+    @contextmanager
+    def staging(self) -> Iterator[Path | None]:
+        """A staging directory for a change whose arrays are written as files first (None in memory).
+
+        Give it to :meth:`_attach`, which commits it (the directory is
+        renamed into the store); if anything fails before, it is removed.
+        """
+        if self.path is None:
+            yield None
+            return
+        staging = new_staging(self.path)
+        try:
+            yield staging
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
 
     def set_layer_arrays(self, layer: str, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> Layer:
         """Add arrays (and manifest keys) to an existing layer, e.g. a classifier's weights and predictions."""
@@ -316,7 +349,8 @@ class ConceptStore:
             self.arrays.pop(key, None)
         self.arrays.update(open_arrays(self.path, self.manifest)[0])
 
-    def _commit(self, arrays: dict[str, dict[str, np.ndarray]], change: Callable[..., None]) -> None:
+    def _commit(self, arrays: dict[str, dict[str, np.ndarray]], change: Callable[..., None],
+                staging: Path | None = None) -> None:
         """Write ``{folder: arrays}`` and apply ``change(manifest, staged layer entries)`` atomically.
 
         The manifest is re-read under the store lock, so another writer's
@@ -325,7 +359,7 @@ class ConceptStore:
         """
         assert self.path is not None
         path = self.path
-        staging = new_staging(path)
+        staging = staging or new_staging(path)
         for under, group in arrays.items():
             save_arrays(staging, group, under)
         current = read_manifest(path)

@@ -73,5 +73,4 @@ class Layer:
     def mask_sizes(self) -> np.ndarray:
         """int64 [U]: |M_u| for every unit."""
         ptr, _, cnt = self.histograms
-        sums = np.concatenate([[0], np.cumsum(cnt)])
-        return sums[ptr[1:]] - sums[ptr[:-1]]
+        return un.unit_sums(ptr, cnt)
