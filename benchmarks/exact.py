@@ -11,6 +11,16 @@ the same units it times the batched beam (LENGTH 3, BEAM 10 by default) and
 EXACT, checks EXACT's IoU is never below the beam's, and prints the share of
 units where the beam was suboptimal, by how much, and how many units EXACT
 proved optimal.
+
+Measured on the 2-core, 24 GB development machine (idle), ``--images 1600
+--units 512`` (20,070,400 positions, 48,547 signatures, 1,000 concepts),
+LENGTH 3, two runs: beam (BEAM 10) 1.59 s / 1.64 s, EXACT 12.99 s / 13.06 s
+= 8.2x / 8.0x the beam time (CPU time 4.5x / 4.4x: the beam's torch uses
+both cores); 512 of 512 units proven optimal; beam below the optimum on 290
+of 512 units (57 %), mean gap 0.0057, max 0.0371. Before the two-leaf batch
+(cxql/exact_pairs.py) the same store took about 0.5 s per unit (64 units in
+33 s); old and new give identical formulas and IoUs (checked on 96 units of
+a 5M-position store and 300 random medium stores).
 """
 
 from __future__ import annotations
