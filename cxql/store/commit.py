@@ -30,7 +30,8 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Callable, Iterable
+from contextlib import contextmanager
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -119,6 +120,21 @@ def is_store(path: Path) -> bool:
 def new_staging(store: Path) -> Path:
     """A fresh staging directory inside ``store`` (named after this process, for later cleanup)."""
     return public(Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-", dir=store)))
+
+
+@contextmanager
+def staging_dir(store: Path | None) -> Iterator[Path | None]:
+    """A staging directory in ``store`` for arrays written as files before a commit (None for a store in
+    memory); the commit renames it into the store, and if anything fails before, it is removed here."""
+    if store is None:
+        yield None
+        return
+    staging = new_staging(store)
+    try:
+        yield staging
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
 
 
 def public(directory: Path) -> Path:

@@ -31,12 +31,10 @@ open, and are upgraded when next written.
 from __future__ import annotations
 
 import os
-import shutil
-from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, ContextManager, Mapping, Sequence
 
 import numpy as np
 
@@ -44,15 +42,14 @@ from ..errors import DataError, StoreError
 from . import units as un
 from . import ids
 from . import validate_input as vi
-from .commit import new_staging, save_arrays, update_store
+from .commit import new_staging, save_arrays, staging_dir, update_store
 from .ids import SampleLocalIds
 from .layer import Layer
 from .manifest import check_segment, read_manifest
 from .reader import open_arrays, open_consistent, verify_counts
 from .staged import staged_layer_dir
 from .store_parts import signatures_from_masks, spread_sample_masks, store_parts
-from .validate import file_entry
-from .writer import StoreWriter, bulk_arrays, without_bulk
+from .writer import bulk_arrays, merged_manifest, write_store
 
 
 @dataclass(frozen=True)
@@ -193,7 +190,7 @@ class ConceptStore:
         An existing layer of that name is replaced only with ``replace=True``;
         ``on_warning`` (default :func:`warnings.warn`) hears when every unit is empty.
         """
-        _layer_name(layer)
+        vi.layer_name(layer)
         vi.check_new_layer(self.layers, layer, replace)
         activations = un.as_array(activations)
         if self.kind == "tokens" and getattr(activations, "shape", (0,))[0] != self.n_positions:
@@ -214,7 +211,7 @@ class ConceptStore:
 
     def add_unit_masks(self, layer: str, masks: np.ndarray, *, replace: bool = False) -> Layer:
         """Attach a layer given directly as bool (or 0/1 integer) masks [N, U]; see :meth:`add_units`."""
-        _layer_name(layer)
+        vi.layer_name(layer)
         vi.check_new_layer(self.layers, layer, replace)
         masks = vi.check_mask_array(masks, f"unit masks of layer {layer!r}")
         if masks.ndim != 2 or masks.shape[0] != self.n_positions:
@@ -249,20 +246,13 @@ class ConceptStore:
         histograms and bits are then written chunk by chunk, so memory stays
         O(units) whatever the layer's size. ``progress`` hears units as their histograms are done.
         """
-        _layer_name(name)
+        vi.layer_name(name)
         encoding = un.choose_encoding(masks, self.n_positions)
         if staging is not None:
             arrays = un.staged_layer_arrays(masks, encoding, self.position_signatures, self.n_positions,
                                          staged_layer_dir(staging, name), progress)
         else:
-            arrays = {}
-            arrays["hist_indptr"], arrays["hist_sig"], arrays["hist_count"] = un.histograms(
-                masks, self.position_signatures)
-            if encoding == "bits":
-                arrays["mask_bits"] = un.encode_bits(masks, self.n_positions)
-            else:
-                dtype = np.uint32 if self.n_positions < 2**32 else np.int64
-                arrays["mask_indptr"], arrays["mask_positions"] = masks.indptr, masks.positions.astype(dtype)
+            arrays = un.layer_arrays(masks, encoding, self.position_signatures, self.n_positions)
         if thresholds is not None:
             arrays["thresholds"] = thresholds
         if activations is not None:
@@ -282,22 +272,13 @@ class ConceptStore:
         self._commit({f"layers/{name}": arrays}, change, staging)
         return self.layers[name]
 
-    @contextmanager
-    def staging(self) -> Iterator[Path | None]:
+    def staging(self) -> ContextManager[Path | None]:
         """A staging directory for a change whose arrays are written as files first (None in memory).
 
         Give it to :meth:`_attach`, which commits it (the directory is
         renamed into the store); if anything fails before, it is removed.
         """
-        if self.path is None:
-            yield None
-            return
-        staging = new_staging(self.path)
-        try:
-            yield staging
-        finally:
-            if staging.exists():
-                shutil.rmtree(staging, ignore_errors=True)
+        return staging_dir(self.path)
 
     def set_layer_arrays(self, layer: str, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> Layer:
         """Add arrays (and manifest keys) to an existing layer, e.g. a classifier's weights and predictions."""
@@ -366,20 +347,7 @@ class ConceptStore:
         save_arrays(staging, bulk_arrays(current))
 
         def apply(fresh: dict, top: dict, layers: dict) -> dict:
-            new = without_bulk(fresh)
-            if fresh.get("legacy"):
-                new["arrays"] = {**fresh["arrays"], **{k: top[k] for k in bulk_arrays(fresh) if k in top}}
-                if set(bulk_arrays(fresh)) - set(top):
-                    raise StoreError(f"{path}: changed by another process while upgrading; try again")
-            new["arrays"] = {k: e if "crc32" in e else file_entry(path, e["file"]) for k, e in new["arrays"].items()}
-            for meta in new["layers"].values():
-                meta["arrays"] = {k: e if "crc32" in e else file_entry(path, e["file"])
-                                  for k, e in meta["arrays"].items()}
-            if "" in arrays:  # store-level arrays: the change also gets their staged entries
-                change(new, layers, top)
-            else:
-                change(new, layers)
-            return new
+            return merged_manifest(path, fresh, top, layers, change, store_level="" in arrays)
 
         self.manifest = update_store(path, staging, apply)
         arrays, self.layers = open_arrays(path, self.manifest)
@@ -405,21 +373,8 @@ class ConceptStore:
         path = Path(path)
         if self.path is not None and os.path.realpath(self.path) != os.path.realpath(path):
             inputs = [*inputs, self.path]
-        with StoreWriter(path, tag="save", force=force, inputs=inputs) as writer:
-            plain = self.arrays.get("position_sig")
-            local = plain is not None and writer.write_sample_local(plain, self.sample_offsets, plain.dtype)
-            for key, arr in self.arrays.items():
-                if not (local and key == "position_sig"):
-                    writer.save(key, arr)
-            for name, layer in self.layers.items():
-                for key, arr in layer.arrays.items():
-                    writer.save(f"layers/{name}/{key}", arr)
-            manifest = without_bulk(self.manifest)
-            if plain is not None:
-                manifest["position_ids"] = writer.position_ids
-            manifest["layers"] = {name: {k: v for k, v in meta.items() if k != "arrays"}
-                                  for name, meta in manifest["layers"].items()}
-            writer.commit(manifest)
+        write_store(path, self.arrays, {name: layer.arrays for name, layer in self.layers.items()}, self.manifest,
+                    self.sample_offsets, force=force, inputs=inputs)
         return ConceptStore.open(path)
 
     @classmethod
@@ -446,9 +401,3 @@ class ConceptStore:
 _CORE_ARRAYS = frozenset({"signatures", "sig_counts", "position_sig", "concept_counts", "samples", "sample_names",
                           "sample_sig_table", "sample_sig_indptr"})
 
-
-def _layer_name(name: str) -> str:
-    try:
-        return check_segment(name)
-    except StoreError as exc:
-        raise DataError(exc.message) from None

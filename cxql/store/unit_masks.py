@@ -157,6 +157,18 @@ def write_histograms(masks: UnitMasks, position_sig: "np.ndarray | SampleLocalId
             "hist_count": cnt_file.close()}
 
 
+def layer_arrays(masks: UnitMasks, encoding: str, position_sig: "np.ndarray | SampleLocalIds",
+                 n_positions: int) -> dict[str, np.ndarray]:
+    """A layer's mask and histogram arrays in memory (``staged_layer_arrays`` writes the same to files)."""
+    arrays = dict(zip(("hist_indptr", "hist_sig", "hist_count"), histograms(masks, position_sig)))
+    if encoding == "bits":
+        arrays["mask_bits"] = encode_bits(masks, n_positions)
+    else:
+        dtype = np.uint32 if n_positions < 2**32 else np.int64
+        arrays["mask_indptr"], arrays["mask_positions"] = masks.indptr, masks.positions.astype(dtype)
+    return arrays
+
+
 def staged_layer_arrays(masks: UnitMasks, encoding: str, position_sig: "np.ndarray | SampleLocalIds",
                         n_positions: int, folder: Path, progress: Callable[[int], None] | None = None,
                         ) -> dict[str, "np.ndarray | StagedArray"]:

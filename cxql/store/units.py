@@ -24,7 +24,7 @@ from ..errors import DataError
 from . import bands
 from .unit_masks import (  # noqa: F401  (re-exported: callers use un.UnitMasks, un.histograms, ...)
     UnitMasks, choose_encoding, csr_from_lists, decode_bits_row, encode_bits, histograms, masks_from_dense,
-    masks_from_pairs, staged_layer_arrays, unit_sums)
+    layer_arrays, masks_from_pairs, staged_layer_arrays, unit_sums)
 
 if TYPE_CHECKING:
     import torch

@@ -18,7 +18,8 @@ from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from ..errors import DataError, UsageError
+from ..errors import DataError, StoreError, UsageError
+from .manifest import check_segment
 
 
 def check_concept_names(names: Sequence[str], categories: Sequence[str]) -> None:
@@ -100,3 +101,12 @@ def warn(message: str | None, on_warning: Callable[[str], None] | None = None) -
             on_warning(message)
         else:
             warnings.warn(message, stacklevel=3)
+
+
+def layer_name(name: str) -> str:
+    """A layer name as a user gives it: one path segment (no ``/``, ``..``, leading dot or control
+    characters), refused as a DataError naming it."""
+    try:
+        return check_segment(name)
+    except StoreError as exc:
+        raise DataError(exc.message) from None

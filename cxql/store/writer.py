@@ -29,6 +29,7 @@ from . import commit, ids
 from .commit import _alive, new_staging, public, resolved, staged_entries, target_kind, update_store, write_manifest
 from .manifest import FORMAT, VERSION
 from .signatures import smallest_uint
+from .validate import file_entry
 
 CHUNK = 1 << 24  # ids per step when re-reading a streamed position_sig
 
@@ -208,6 +209,49 @@ class StoreWriter:
         target = self.tmp / f"{key}.npy"
         target.parent.mkdir(parents=True, exist_ok=True)
         return target
+
+
+def merged_manifest(path: Path, fresh: dict, top: dict, layers: dict, change: Any, store_level: bool) -> dict:
+    """The manifest a change commits: ``fresh`` (re-read under the lock) without its inline bulk arrays, every
+    entry with its checksum, then ``change(new, staged layer entries[, staged top entries])`` applied.
+
+    A version 1 store is upgraded on the way: its inline counts and sample
+    names are among the staged top-level files ``top``.
+    """
+    new = without_bulk(fresh)
+    if fresh.get("legacy"):
+        new["arrays"] = {**fresh["arrays"], **{k: top[k] for k in bulk_arrays(fresh) if k in top}}
+        if set(bulk_arrays(fresh)) - set(top):
+            raise StoreError(f"{path}: changed by another process while upgrading; try again")
+    new["arrays"] = {k: e if "crc32" in e else file_entry(path, e["file"]) for k, e in new["arrays"].items()}
+    for meta in new["layers"].values():
+        meta["arrays"] = {k: e if "crc32" in e else file_entry(path, e["file"]) for k, e in meta["arrays"].items()}
+    if store_level:  # store-level arrays: the change also gets their staged entries
+        change(new, layers, top)
+    else:
+        change(new, layers)
+    return new
+
+
+def write_store(path: Path, arrays: Mapping[str, np.ndarray], layers: Mapping[str, Mapping[str, np.ndarray]],
+                manifest: dict, sample_offsets: np.ndarray, *, force: bool = False,
+                inputs: Sequence[str | os.PathLike] = ()) -> None:
+    """Write a whole store (its arrays, its layers' arrays, its manifest) to ``path`` atomically."""
+    with StoreWriter(path, tag="save", force=force, inputs=inputs) as writer:
+        plain = arrays.get("position_sig")
+        local = plain is not None and writer.write_sample_local(plain, sample_offsets, plain.dtype)
+        for key, arr in arrays.items():
+            if not (local and key == "position_sig"):
+                writer.save(key, arr)
+        for name, group in layers.items():
+            for key, arr in group.items():
+                writer.save(f"layers/{name}/{key}", arr)
+        manifest = without_bulk(manifest)
+        if plain is not None:
+            manifest["position_ids"] = writer.position_ids
+        manifest["layers"] = {name: {k: v for k, v in meta.items() if k != "arrays"}
+                              for name, meta in manifest["layers"].items()}
+        writer.commit(manifest)
 
 
 def remove_stale(path: Path, tag: str) -> list[Path]:
