@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
+from .validate import HEADER_ERRORS, npy_header
 
 _LOCAL_HEADER = struct.Struct("<4sHHHHHIIIHH")
 _LOCAL_MAGIC = b"PK\x03\x04"
@@ -111,17 +112,9 @@ class NpzArchive:
         try:
             with open(file, "rb") as fh:
                 fh.seek(start)
-                version = np.lib.format.read_magic(fh)
-                if version == (1, 0):
-                    shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
-                elif version == (2, 0):
-                    shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
-                else:
-                    raise ValueError(f"unsupported .npy version {version}")
-                offset = fh.tell()
-        except (OSError, ValueError, EOFError, SyntaxError, TypeError) as exc:
+                dtype, shape, _, offset = npy_header(fh)
+        except HEADER_ERRORS as exc:
             raise DataError(f"{self.path}: member {name} is not a plain .npy array ({exc})") from None
-        dtype = np.dtype(dtype)
         if dtype.hasobject or dtype.kind not in "biuf" or len(shape) != 1:
             raise DataError(f"{self.path}: member {name} holds {dtype} {list(shape)}, "
                             "not a one-dimensional numeric array")

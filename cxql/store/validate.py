@@ -48,18 +48,28 @@ def header(path: Path) -> tuple[np.dtype, tuple[int, ...], bool, int, int]:
 
 
 
+#: What reading a damaged or foreign ``.npy`` header raises.
+HEADER_ERRORS = (ValueError, EOFError, OSError, SyntaxError, TypeError)
+
+
+def npy_header(fh) -> tuple[np.dtype, tuple[int, ...], bool, int]:
+    """(dtype, shape, fortran order, data offset) of the ``.npy`` whose header starts at ``fh``'s position;
+    raises one of HEADER_ERRORS when it is not one."""
+    version = np.lib.format.read_magic(fh)
+    if version == (1, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
+    elif version == (2, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+    else:
+        raise ValueError(f"unsupported .npy version {version}")
+    return np.dtype(dtype), tuple(int(x) for x in shape), bool(fortran), fh.tell()
+
+
 def _read_header(fh, path: Path) -> tuple[np.dtype, tuple[int, ...], bool, int]:
     try:
-        version = np.lib.format.read_magic(fh)
-        if version == (1, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
-        elif version == (2, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
-        else:
-            raise ValueError(f"unsupported .npy version {version}")
-    except (ValueError, EOFError, OSError, SyntaxError, TypeError) as exc:
+        return npy_header(fh)
+    except HEADER_ERRORS as exc:
         raise StoreError(f"{path}: damaged array file ({str(exc) or type(exc).__name__})") from None
-    return np.dtype(dtype), tuple(int(x) for x in shape), bool(fortran), fh.tell()
 
 
 def open_array(path: Path, key: str, entry: Mapping[str, Any] | None = None,
