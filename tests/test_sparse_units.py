@@ -269,3 +269,17 @@ def test_cli_units_add_streams_without_loading_the_matrix(tmp_path, monkeypatch,
     layer = cxql.ConceptStore.open(tmp_path / "s").layers["sae"]
     for u, expected in enumerate(csc_reference_masks(matrix, 0.0)):
         assert np.array_equal(layer.unit_positions(u), expected)
+
+
+@pytest.mark.parametrize("layout", ["csc", "coo"])
+def test_cli_units_add_takes_other_scipy_layouts(tmp_path, layout):
+    """A CSC or COO save_npz archive is a sparse matrix too (converted in memory), not 'several arrays'."""
+    from cxql.cli import main
+
+    store = build_conllu_store(SAMPLE).save(tmp_path / "s")
+    dense, matrix = random_sparse(np.random.default_rng(3), store.n_positions, 9, 0.2)
+    sp.save_npz(tmp_path / "acts.npz", matrix.asformat(layout), compressed=False)
+    assert main(["units", "add", str(tmp_path / "s"), "sae", str(tmp_path / "acts.npz")]) == 0
+    layer = cxql.ConceptStore.open(tmp_path / "s").layers["sae"]
+    for u in range(9):
+        assert np.array_equal(layer.unit_positions(u), np.flatnonzero(dense[:, u] > 0))

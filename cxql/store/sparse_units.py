@@ -73,7 +73,7 @@ def is_sparse_npz(path: str | Path) -> bool:
     """Whether ``path`` is a scipy.sparse.save_npz archive."""
     try:
         with zipfile.ZipFile(path) as z:
-            return SPARSE_KEYS <= set(z.namelist())
+            return {"format.npy", "shape.npy", "data.npy"} <= set(z.namelist())  # CSR, CSC, COO, ...
     except (OSError, zipfile.BadZipFile):
         return False
 
@@ -106,13 +106,15 @@ def open_sparse(source: "str | Path | Any") -> Iterator[CsrArrays]:
 
 
 def _from_archive(archive: NpzArchive, path: Path) -> CsrArrays:
+    if "format.npy" not in archive.names():
+        raise DataError(f"{path}: cannot read a scipy sparse matrix (no format.npy)")
+    fmt = archive.small("format.npy")
+    fmt = fmt.item().decode() if fmt.dtype.kind == "S" else str(fmt.item())
+    if fmt != "csr":  # other layouts (CSC, COO) are rare for activations: converted in memory, as scipy would
+        return _checked(_converted(path), f"{path}: ")
     missing = SPARSE_KEYS - archive.names()
     if missing:
         raise DataError(f"{path}: cannot read a scipy sparse matrix (no {', '.join(sorted(missing))})")
-    fmt = archive.small("format.npy")
-    fmt = fmt.item().decode() if fmt.dtype.kind == "S" else str(fmt.item())
-    if fmt != "csr":  # other layouts are rare for activations: converted in memory, as scipy would
-        return _checked(_converted(path), f"{path}: ")
     shape = tuple(int(x) for x in np.atleast_1d(archive.small("shape.npy")))
     if len(shape) != 2:
         raise DataError(f"{path}: expected a 2-D [tokens, units] matrix, got shape {list(shape)}")
