@@ -94,7 +94,10 @@ def explain_lines(session: StatementContext, stmt: s.Search) -> list[str]:
     return [f"exact search (branch and bound, cxql.exact) over {len(units)} units, LENGTH {length}{budget}"
             " -- numpy on the CPU whatever SET device says",
             f"  space: left-deep formulas over distinct concepts, {k:,} non-empty concepts, at most {length} leaves",
-            "  seed: a greedy beam of width 5; then best-first on an admissible bound over the unit's signatures",
+            "  seed: a greedy beam of width 5",
+            "  every two-leaf formula scored at once from pair counts (|c & d| shared by all units);",
+            "  the two-leaf prefixes screened in one batch (cxql.exact_pairs: dominance, cut and two-leaf bounds)",
+            "  then best-first on an admissible bound over the unit's signatures",
             f"  per expanded prefix G: |G & c| = bincount over G's signature-concept pairs ({len(space.sig):,}), "
             f"|M & G & c| = hist_u[E] @ member[E, {k:,}]; {3 * k:,} children in closed form",
             f"  score: {metric.label} = {metric.formula}, ranked as IoU (the bound is IoU's, mapped)"
