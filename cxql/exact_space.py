@@ -119,6 +119,23 @@ class Space:
             self._sizes[key] = int(self.counts[mask].sum())
         return out
 
+    def _pair_table(self, k: int, chunk: int = 1 << 22) -> np.ndarray:
+        """int64 [K', K']: |c AND d| as bincounts over the concept pairs of each signature, a block of
+        signatures (about ``chunk`` pairs) at a time so the temporaries stay small."""
+        out = np.zeros(k * k, np.float64)  # sums of counts: exact below 2**53 positions
+        pairs = np.cumsum(np.diff(self.sig_ptr) ** 2)
+        start = 0
+        while start < len(pairs):
+            done = int(pairs[start - 1]) if start else 0
+            stop = max(start + 1, int(np.searchsorted(pairs, done + chunk, side="right")))
+            ptr = self.sig_ptr[start:stop + 1]
+            _, first, second = within_pairs(ptr - ptr[0])
+            first, second = first + ptr[0], second + ptr[0]
+            flat = self.slot[self.concept[first]] * k + self.slot[self.concept[second]]
+            out += np.bincount(flat, weights=self.weight[first], minlength=k * k)
+            start = stop
+        return out.astype(np.int64).reshape(k, k)
+
     def cached(self, key: Key) -> tuple[np.ndarray, int] | None:
         """(|G AND c| for the candidates, |G|) when G's overlaps are in the cache, else None."""
         out = self._overlaps.get(key)
@@ -135,12 +152,7 @@ class Space:
         """
         k = len(self.candidates)
         if self._pairs is None and k * k <= PAIR_CELLS:
-            per_sig = np.diff(self.sig_ptr)
-            if int((per_sig ** 2).sum()) <= 8 * PAIR_CELLS:
-                sig, first, second = within_pairs(self.sig_ptr)
-                flat = self.slot[self.concept[first]] * k + self.slot[self.concept[second]]
-                self._pairs = np.bincount(flat, weights=self.weight[first], minlength=k * k).astype(np.int64)
-                self._pairs = self._pairs.reshape(k, k)
+            self._pairs = self._pair_table(k)
         if self._pairs is not None:
             return self._pairs[slots]
         rows = [self.overlaps((int(c),), self.column(int(c))) for c in self.candidates[slots]]

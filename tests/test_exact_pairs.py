@@ -135,3 +135,15 @@ def test_probing_raises_the_incumbent_before_the_screen():
     assert probed and best.length == 3
     assert len(nodes) < 3 * 12 * 11                         # far fewer than every two-leaf prefix
     assert exact.search_unit(space, unit, 3).key == best.key or exact.search_unit(space, unit, 3).iou >= best.a / best.b
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 1000, 1 << 22])
+def test_the_pair_table_is_the_same_whatever_the_chunk(chunk):
+    """|c AND d| counted a block of signatures at a time equals counts^T-weighted member^T @ member."""
+    rng = np.random.default_rng(chunk)
+    member = rng.random((500, 30)) < rng.uniform(0.02, 0.5, 30)
+    counts = rng.integers(1, 9, 500)
+    space = exact.Space.from_member(member, counts)
+    want = (member.T * counts) @ member.astype(np.int64)
+    cand = space.candidates
+    assert np.array_equal(space._pair_table(len(cand), chunk=chunk), want[np.ix_(cand, cand)])
