@@ -34,7 +34,7 @@ import numpy as np
 from . import syntax as s
 from .errors import QueryError
 from .exact import Key, Space, Unit, relaxed_bound, search_unit
-from .exact_space import CACHE_BYTES
+from .exact_space import CACHE_BYTES, PAIR_CELLS
 from .metrics import Metric
 from .search import combine
 from .searcher import Hists, Scored, SearchContext, SearchResult, unit_note
@@ -124,8 +124,13 @@ class ExactSearcher:
         return ctx.metric.of_iou is not None
 
     def estimate_bytes(self, ctx: SearchContext, units: list[int], beam: int) -> int:
-        """The (signature, concept) pair table (three int64/float64 arrays) and the |G AND c| cache."""
-        return 24 * len(space_of(ctx.backend.store).sig) + CACHE_BYTES
+        """The (signature, concept) pair table (three int64/float64 arrays), the |G AND c| cache, the store's
+        |c AND d| table when it is kept whole, and a unit's two-leaf tables (a few int64 [R, K'] arrays, R
+        the first leaves a unit can start with, taken as up to 2,048)."""
+        space = space_of(ctx.backend.store)
+        k = len(space.candidates)
+        whole = 8 * k * k if k * k <= PAIR_CELLS else 0
+        return 24 * len(space.sig) + CACHE_BYTES + whole + 6 * 8 * k * min(k, 2048)
 
     def search(self, ctx: SearchContext, units: list[int], *, length: int, beam: int = 0,
                distinct: bool = False) -> list[SearchResult]:
