@@ -130,7 +130,8 @@ class ExactSearcher:
         space = space_of(ctx.backend.store)
         k = len(space.candidates)
         whole = 8 * k * k if k * k <= PAIR_CELLS else 0
-        return 24 * len(space.sig) + CACHE_BYTES + whole + 6 * 8 * k * min(k, 2048)
+        cache = min(CACHE_BYTES, 8 * k * 4 * k)  # |G AND c| rows of the prefixes expanded, up to its cap
+        return 24 * len(space.sig) + cache + whole + 6 * 8 * k * min(k, 2048)
 
     def search(self, ctx: SearchContext, units: list[int], *, length: int, beam: int = 0,
                distinct: bool = False) -> list[SearchResult]:

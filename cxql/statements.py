@@ -177,7 +177,11 @@ def search(session: Session, stmt: s.Search) -> Result:
 
         accuracy_columns(session, [])  # no classifier: say so before searching, not after
     if exact:
-        results = session.searcher("exact").search(session.search_context(stmt.within), units, length=length)
+        engine = session.searcher("exact")
+        memory.check(search_bytes(session, engine, units, 0), session.settings["memory_limit"],
+                     f"SEARCH ... EXACT over {len(session.store.concepts):,} concepts",
+                     hint="search fewer concepts (USING)")
+        results = engine.search(session.search_context(stmt.within), units, length=length)
     else:
         beam = stmt.beam if stmt.beam is not None else session.settings["beam"]
         distinct = stmt.distinct or session.settings["distinct"]

@@ -125,3 +125,13 @@ def test_with_accuracy_goes_through_the_same_analysis_as_beam():
     with pytest.raises(cxql.CxqlError) as exact_error:
         session.execute("SEARCH unit 1 LENGTH 2 EXACT WITH accuracy")
     assert str(exact_error.value.message) == str(beam_error.value.message)
+
+
+def test_exact_is_refused_past_the_memory_limit():
+    session, _, _ = tiny_session()
+    estimate = session.searcher("exact").estimate_bytes(session.search_context(), [0], 0)
+    session.execute(f"SET memory_limit = {estimate}")
+    assert session.execute("SEARCH unit 1 LENGTH 3 EXACT").rows[0]["optimal"]
+    session.execute(f"SET memory_limit = {estimate - 1}")
+    with pytest.raises(QueryError, match="SEARCH ... EXACT over 8 concepts would need about"):
+        session.execute("SEARCH unit 1 LENGTH 3 EXACT")
