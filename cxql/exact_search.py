@@ -35,6 +35,7 @@ from . import syntax as s
 from .errors import QueryError
 from .exact import Key, Space, Unit, relaxed_bound, search_unit
 from .exact_space import CACHE_BYTES, PAIR_CELLS
+from .memory import format_size
 from .metrics import Metric
 from .search import combine
 from .searcher import Hists, Scored, SearchContext, SearchResult, unit_note
@@ -90,6 +91,7 @@ def explain_lines(session: StatementContext, stmt: s.Search) -> list[str]:
     units = session.units(stmt.units)
     space = space_of(session.store)
     k = len(space.candidates)
+    estimate = ExactSearcher().estimate_bytes(session.search_context(), units, 0)
     budget = f", WITHIN {stmt.within:g} s for all units" if stmt.within is not None else ", no time limit"
     return [f"exact search (branch and bound, cxql.exact) over {len(units)} units, LENGTH {length}{budget}"
             " -- numpy on the CPU whatever SET device says",
@@ -102,7 +104,8 @@ def explain_lines(session: StatementContext, stmt: s.Search) -> list[str]:
             f"|M & G & c| = hist_u[E] @ member[E, {k:,}]; {3 * k:,} children in closed form",
             f"  score: {metric.label} = {metric.formula}, ranked as IoU (the bound is IoU's, mapped)"
             if metric.name != "iou" else "  score: IoU = |M&F| / (|M| + |F| - |M&F|)",
-            f"  rows add optimal (proven) and bound (>= every formula's {metric.label}; = {metric.name} when optimal)"]
+            f"  rows add optimal (proven) and bound (>= every formula's {metric.label}; = {metric.name} when optimal)",
+            f"  memory: about {format_size(estimate)} (memory_limit {format_size(session.settings['memory_limit'])})"]
 
 
 def units_of(hists: Hists, space: Space, units: list[int]) -> list[Unit]:

@@ -7,6 +7,7 @@ import pytest
 
 import cxql
 from cxql.errors import QueryError
+from cxql.memory import format_size
 from test_exact import enumerate_best
 
 
@@ -107,6 +108,9 @@ def test_explain_names_the_exact_engine():
     session, _, _ = tiny_session()
     plan = [r["plan"] for r in session.execute("EXPLAIN SEARCH unit * LENGTH 3 EXACT WITHIN 5 s").rows]
     assert any("exact search (branch and bound" in line for line in plan)
+    assert any("two-leaf prefixes screened in one batch" in line for line in plan)
+    estimate = session.searcher("exact").estimate_bytes(session.search_context(), [0], 0)
+    assert any(line.strip().startswith("memory: about") and format_size(estimate) in line for line in plan)
 
 
 @pytest.mark.parametrize("seed", range(4))
