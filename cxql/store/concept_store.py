@@ -45,7 +45,7 @@ from . import validate_input as vi
 from .commit import new_staging, save_arrays, staging_dir, update_store
 from .ids import SampleLocalIds
 from .layer import Layer
-from .manifest import check_segment, read_manifest
+from .manifest import CORE_ARRAYS, check_segment, read_manifest
 from .reader import open_arrays, open_consistent, verify_counts
 from .staged import staged_layer_dir
 from .store_parts import signatures_from_masks, spread_sample_masks, store_parts
@@ -310,7 +310,7 @@ class ConceptStore:
         """
         for key in arrays:
             check_segment(key, "array name")
-            if key in _CORE_ARRAYS:
+            if key in CORE_ARRAYS:
                 raise DataError(f"array {key!r} is part of the store and cannot be replaced")
         stale = [k for k in self.arrays if drop_prefix and k.startswith(drop_prefix) and k not in arrays]
         if self.path is None:
@@ -395,9 +395,3 @@ class ConceptStore:
             arrays.setdefault(key, value)
         verify_counts(path, manifest, arrays)
         return cls(manifest, arrays, layers, path)  # leftovers of a killed writer: the next writer removes them
-
-
-#: Arrays that make the store what it is; set_store_arrays never replaces them.
-_CORE_ARRAYS = frozenset({"signatures", "sig_counts", "position_sig", "concept_counts", "samples", "sample_names",
-                          "sample_sig_table", "sample_sig_indptr"})
-

@@ -47,6 +47,10 @@ OWN_FILE = re.compile(rf"(?:g\d+/)?(?:layers/{_SEG}/)?{_SEG}\.npy")
 #: How a layer's masks were made (cxql.store.units.Threshold.kind).
 THRESHOLD_KINDS = ("quantile", "absolute", "masks", "cluster", "given")
 
+#: Arrays that make the store what it is; ConceptStore.set_store_arrays never replaces them.
+CORE_ARRAYS = frozenset({"signatures", "sig_counts", "position_sig", "concept_counts", "samples", "sample_names",
+                         "sample_sig_table", "sample_sig_indptr"})
+
 
 def check_segment(name: Any, what: str = "layer name") -> str:
     """A name used as one path segment: no slash or backslash, no control character, no leading dot.
