@@ -257,8 +257,10 @@ class Session:
         hists = self.unit_histograms()
         if metric.needs_activations and units is not None:
             hists = self.activation_source().rank_hists(units)
+        workers = self.settings["workers"]
         return searchers.SearchContext(self.backend, self.resolver, hists, metric,
-                                       self.settings["memory_limit"], self.token, self.progress, within)
+                                       self.settings["memory_limit"], self.token, self.progress, within,
+                                       None if workers == "auto" else workers)
 
     def activation_source(self) -> ActivationSource:
         """The current layer's activations ranked per unit (refused, saying how to add them, on masks-only layers)."""

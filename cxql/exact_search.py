@@ -33,7 +33,8 @@ import numpy as np
 
 from . import syntax as s
 from .errors import QueryError
-from .exact import Key, Space, Unit, relaxed_bound, search_unit
+from . import exact_pool
+from .exact import Answer, Key, Space, Unit, relaxed_bound, search_unit
 from .exact_space import CACHE_BYTES, PAIR_CELLS
 from .memory import format_size
 from .metrics import Metric
@@ -143,23 +144,33 @@ class ExactSearcher:
         metric, n = ctx.metric, space.n_positions
         assert metric.of_iou is not None, "check_exact refuses metrics without of_iou"
         end = None if ctx.within is None else time.monotonic() + ctx.within
-        out: list[SearchResult] = []
+        out: list[SearchResult | None] = [None] * len(units)
+
+        def unit_of(i: int) -> Unit:
+            return units_of(ctx.hists, space, [units[i]])[0]
+
+        def land(i: int, a: Answer) -> None:
+            best = None
+            if a.key:
+                best = Scored(formula_of(a.key, names), a.inter, a.size, float(metric(a.inter, a.size, a.mask_size, n)))
+            score = best.score if best else 0.0
+            out[i] = SearchResult(units[i], a.mask_size, best, [best] if best else [], {},
+                                  a.optimal, score if a.optimal else max(score, bound_in(metric, a.bound)))
+            ctx.progress.advance(1, unit_note(out[i]))
+
+        workers = exact_pool.workers_for(ctx.workers, len(units))
         ctx.progress.start(len(units), "SEARCH EXACT")
         try:
-            for i, (u, unit) in enumerate(zip(units, units_of(ctx.hists, space, units))):
-                now = time.monotonic()
-                deadline = None if end is None else now + max(0.0, end - now) / (len(units) - i)
-                a = search_unit(space, unit, length, deadline=deadline, cancelled=ctx.cancel)
-                best = None
-                if a.key:
-                    best = Scored(formula_of(a.key, names), a.inter, a.size, float(metric(a.inter, a.size, a.mask_size, n)))
-                score = best.score if best else 0.0
-                out.append(SearchResult(u, a.mask_size, best, [best] if best else [], {},
-                                        a.optimal, score if a.optimal else max(score, bound_in(metric, a.bound))))
-                ctx.progress.advance(1, unit_note(out[-1]))
+            if workers > 1:
+                exact_pool.run(space, unit_of, len(units), length, end, ctx.cancel, workers, land)
+            else:
+                for i in range(len(units)):
+                    now = time.monotonic()
+                    deadline = None if end is None else now + max(0.0, end - now) / (len(units) - i)
+                    land(i, search_unit(space, unit_of(i), length, deadline=deadline, cancelled=ctx.cancel))
         finally:
             ctx.progress.finish()
-        return out
+        return [r for r in out if r is not None]
 
     def describe(self, ctx: SearchContext, length: int, beam: int) -> list[str]:
         return ["exact engine: branch and bound per unit (cxql.exact), numpy on the CPU"]

@@ -82,6 +82,7 @@ class SearchContext:
     cancel: CancelToken = field(default_factory=CancelToken)
     progress: Progress = field(default_factory=Quiet)
     within: float | None = None  # seconds for the whole search (SEARCH ... EXACT WITHIN t s)
+    workers: int | None = 1      # processes SEARCH ... EXACT may use (None: one per core; SET workers)
 
     @property
     def n_signatures(self) -> int:

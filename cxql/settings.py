@@ -86,6 +86,12 @@ def _engine(value: Any) -> str:
     return text
 
 
+def _workers(value: Any) -> int | str:
+    if str(value).lower() == "auto":
+        return "auto"
+    return _whole("workers", 1, 256)(value)
+
+
 def _metric(value: Any) -> str:
     return metrics.get(str(value)).name
 
@@ -109,6 +115,9 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in [
     Setting("distinct", False, _bool, "SEARCH keeps one beam entry per formula", ("on", "off")),
     Setting("engine", "batched", _engine,
             "SEARCH engine: 'batched' (all units at once) or 'plain' (the per-unit reference)", ("batched", "plain")),
+    Setting("workers", "auto", _workers,
+            "processes SEARCH ... EXACT spreads its units over: 'auto' (one per core, at most 8) or a number; "
+            "1 keeps it in this process", ("auto", "1")),
     Setting("metric", "iou", _metric, "what SEARCH maximises and MATCH ranks by: " + ", ".join(metrics.CHOICES),
             tuple(metrics.CHOICES)),
 ]}

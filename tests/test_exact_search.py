@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import cxql
+from cxql import exact_pool
 from cxql.errors import QueryError
 from cxql.memory import format_size
 from test_exact import enumerate_best
@@ -74,8 +75,10 @@ def test_bad_exact_searches_get_one_clear_error(query, message):
         session.execute("EXPLAIN " + query)
 
 
-def test_cancel_reports_best_found_with_a_bound_above_the_optimum():
-    session, dense, units = tiny_session(seed=3, k=8, u=6)
+@pytest.mark.parametrize("workers", [1, 2])
+def test_cancel_reports_best_found_with_a_bound_above_the_optimum(workers):
+    session, dense, units = tiny_session(seed=3, k=8, u=6 * workers)
+    session.execute(f"SET workers = {workers}")
 
     class CancelAtOnce:
         def start(self, total, description):
@@ -96,9 +99,12 @@ def test_cancel_reports_best_found_with_a_bound_above_the_optimum():
         assert row["optimal"] == (row["bound"] == row["iou"])
 
 
-def test_a_tiny_budget_still_answers_every_unit_with_a_valid_bound():
-    session, dense, units = tiny_session(seed=5)
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_tiny_budget_still_answers_every_unit_with_a_valid_bound(workers):
+    session, dense, units = tiny_session(seed=5, u=6 * workers)
+    session.execute(f"SET workers = {workers}")
     rows = session.execute("SEARCH unit * LENGTH 3 EXACT WITHIN 0.000001 s").rows
+    assert len(rows) == units.shape[1]
     for row in rows:
         want, _ = enumerate_best(dense, units[:, row["unit"]], 3)
         assert row["bound"] >= want >= row["iou"]
@@ -139,3 +145,32 @@ def test_exact_is_refused_past_the_memory_limit():
     session.execute(f"SET memory_limit = {estimate - 1}")
     with pytest.raises(QueryError, match="SEARCH ... EXACT over 8 concepts would need about"):
         session.execute("SEARCH unit 1 LENGTH 3 EXACT")
+
+
+@pytest.mark.skipif(not exact_pool.available(), reason="this platform cannot fork workers")
+def test_workers_give_the_same_rows_in_the_same_order():
+    """Units are independent: spread over forked processes, every row is what one process answers."""
+    session, dense, units = tiny_session(seed=9, k=8, u=14)
+    rows = {}
+    for workers in (1, 2, 3):
+        session.execute(f"SET workers = {workers}")
+        rows[workers] = session.execute("SEARCH unit * LENGTH 3 EXACT").rows
+    assert rows[1] == rows[2] == rows[3]
+    assert [r["unit"] for r in rows[2]] == list(range(14))
+    for row in rows[3]:
+        want, _ = enumerate_best(dense, units[:, row["unit"]], 3)
+        assert row["optimal"] and row["iou"] == pytest.approx(want, abs=0)
+
+
+@pytest.mark.parametrize("setting, units, want", [(1, 100, 1), (2, 100, 2), (4, 9, 2), (3, 3, 1), (None, 4, 1)])
+def test_workers_are_capped_by_the_units(setting, units, want):
+    if not exact_pool.available():
+        want = 1
+    assert exact_pool.workers_for(setting, units) == want
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "'many'"])
+def test_bad_workers_settings_are_refused(value):
+    session, _, _ = tiny_session()
+    with pytest.raises(QueryError, match="workers"):
+        session.execute(f"SET workers = {value}")
