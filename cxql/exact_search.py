@@ -19,7 +19,8 @@ Ctrl-C, the statement's cancel token) answers the seed beam's formula with the
 bound of what was left unexplored, and ``optimal`` false unless that bound
 already proves it. The search runs in numpy on the CPU whatever ``SET
 device`` says: its work is a few hundred small products per unit, which a
-GPU would not speed up.
+GPU would not speed up; ``SET workers`` spreads the units over forked
+processes instead (:mod:`cxql.exact_pool`; the rows do not change).
 """
 
 from __future__ import annotations
@@ -173,7 +174,7 @@ class ExactSearcher:
         return [r for r in out if r is not None]
 
     def describe(self, ctx: SearchContext, length: int, beam: int) -> list[str]:
-        return ["exact engine: branch and bound per unit (cxql.exact), numpy on the CPU"]
+        return ["exact engine: branch and bound per unit (cxql.exact), numpy on the CPU, units over SET workers"]
 
 
 def bound_in(metric: Metric, iou_bound: float) -> float:
