@@ -131,12 +131,13 @@ class ExactSearcher:
     def estimate_bytes(self, ctx: SearchContext, units: list[int], beam: int) -> int:
         """The (signature, concept) pair table (three int64/float64 arrays), the |G AND c| cache, the store's
         |c AND d| table when it is kept whole, and a unit's two-leaf tables (a few int64 [R, K'] arrays, R
-        the first leaves a unit can start with, taken as up to 2,048)."""
+        the first leaves a unit can start with, taken as up to 2,048); all but the first once per worker."""
         space = space_of(ctx.backend.store)
         k = len(space.candidates)
         whole = 8 * k * k if k * k <= PAIR_CELLS else 0
         cache = min(CACHE_BYTES, 8 * k * 4 * k)  # |G AND c| rows of the prefixes expanded, up to its cap
-        return 24 * len(space.sig) + cache + whole + 6 * 8 * k * min(k, 2048)
+        workers = exact_pool.workers_for(ctx.workers, len(units))  # each its own caches and tables
+        return 24 * len(space.sig) + workers * (cache + whole + 6 * 8 * k * min(k, 2048))
 
     def search(self, ctx: SearchContext, units: list[int], *, length: int, beam: int = 0,
                distinct: bool = False) -> list[SearchResult]:
