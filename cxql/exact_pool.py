@@ -24,6 +24,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import signal
+import threading
 import time
 from typing import Any, Callable
 
@@ -33,6 +34,7 @@ MAX_WORKERS = 8   # 'auto': one per core, at most this many
 MIN_UNITS = 4     # units per worker below which forking costs more than it saves
 
 _JOB: tuple | None = None  # what the forked workers inherit: set just before the pool starts
+_ONE_AT_A_TIME = threading.Lock()
 
 
 def available() -> bool:
@@ -54,25 +56,31 @@ def run(space: Space, unit_of: Callable[[int], Unit], n_units: int, length: int,
     global _JOB
     context = mp.get_context("fork")
     stop, started = context.Event(), context.Value("i", 0)
-    _JOB = (space, unit_of, n_units, length, end, stop, started, workers)
-    try:
-        with context.Pool(workers, initializer=_quiet) as pool:
-            results = pool.imap_unordered(_search_one, range(n_units))
-            done = 0
-            while done < n_units:
-                try:
-                    i, answer = results.next(timeout=0.05)
-                except mp.TimeoutError:
-                    if cancelled():
-                        stop.set()
-                    continue
-                done += 1
-                on_answer(i, answer)
+    with _ONE_AT_A_TIME:  # _JOB is what the workers inherit: one search's, never a mix of two threads'
+        _JOB = (space, unit_of, n_units, length, end, stop, started, workers)
+        try:
+            _collect(context, workers, n_units, stop, cancelled, on_answer)
+        finally:
+            _JOB = None
+
+
+def _collect(context: Any, workers: int, n_units: int, stop: Any, cancelled: Callable[[], bool],
+             on_answer: Callable[[int, Answer], None]) -> None:
+    """Run the pool and hand each answer to ``on_answer`` as it lands, passing a cancel on to the workers."""
+    with context.Pool(workers, initializer=_quiet) as pool:
+        results = pool.imap_unordered(_search_one, range(n_units))
+        done = 0
+        while done < n_units:
+            try:
+                i, answer = results.next(timeout=0.05)
+            except mp.TimeoutError:
                 if cancelled():
                     stop.set()
-    finally:
-        _JOB = None
-
+                continue
+            done += 1
+            on_answer(i, answer)
+            if cancelled():
+                stop.set()
 
 def _quiet() -> None:
     """In a worker: Ctrl-C is the parent's to handle (it cancels through the shared event)."""

@@ -174,3 +174,30 @@ def test_bad_workers_settings_are_refused(value):
     session, _, _ = tiny_session()
     with pytest.raises(QueryError, match="workers"):
         session.execute(f"SET workers = {value}")
+
+
+@pytest.mark.skipif(not exact_pool.available(), reason="this platform cannot fork workers")
+def test_two_threads_searching_with_workers_keep_their_own_answers(monkeypatch):
+    """Each statement's workers inherit its own job, also when two sessions search from two threads (the
+    pool starts late here, so without the lock the second thread's job would replace the first's)."""
+    import threading
+    import time
+
+    runs = [tiny_session(seed=s, k=8, u=10) for s in (21, 22)]
+    alone = []
+    for session, _, _ in runs:
+        session.execute("SET workers = 2")
+        alone.append(session.execute("SEARCH unit * LENGTH 3 EXACT").rows)
+    collect = exact_pool._collect
+    monkeypatch.setattr(exact_pool, "_collect", lambda *a: (time.sleep(0.3), collect(*a)))
+    together: list = [None, None]
+
+    def search(i: int) -> None:
+        together[i] = runs[i][0].execute("SEARCH unit * LENGTH 3 EXACT").rows
+
+    threads = [threading.Thread(target=search, args=(i,)) for i in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert together == alone
