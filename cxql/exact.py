@@ -178,6 +178,13 @@ def search_unit(space: Space, unit: Unit, length: int, *, deadline: float | None
     prune = _Pruner(unit, length)
     prune.update(best)
     root_a, root_b = relaxed_bound(unit, length, best.a, best.b)
+    if length > 1 and ((deadline is not None and time.monotonic() > deadline) or (cancelled and cancelled())):
+        # Out of time before the search began (a budget spent, Ctrl-C): the seed, with the root bound. The pair
+        # tables and screen below cost far more than the seed, once per unit: thousands of units would each
+        # pay them after a Ctrl-C, long after the user asked to stop.
+        v, root = _frac(best.a, best.b), _frac(root_a, root_b)
+        key = best.key if best.a > 0 else None
+        return Answer(key, best.inter if key else 0, best.size if key else 0, unit.size, root < v, max(v, root))
     heap: list = []
     counter = 0
 

@@ -26,8 +26,11 @@ import os
 import signal
 import threading
 import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable
 
+from .errors import DataError
 from .exact import Answer, Space, Unit, search_unit
 
 MAX_WORKERS = 8   # 'auto': one per core, at most this many
@@ -52,7 +55,11 @@ def workers_for(setting: int | None, n_units: int) -> int:
 def run(space: Space, unit_of: Callable[[int], Unit], n_units: int, length: int, end: float | None,
         cancelled: Callable[[], bool], workers: int, on_answer: Callable[[int, Answer], None]) -> None:
     """Search units 0..n_units-1 (``unit_of(i)`` builds one, in the worker) over ``workers`` forked processes,
-    calling ``on_answer(i, answer)`` in this process as each lands."""
+    calling ``on_answer(i, answer)`` in this process as each lands.
+
+    A worker that dies (kill -9, the out-of-memory killer) takes its unit with it; a ``multiprocessing.Pool``
+    would replace the worker and wait for that unit forever, so the executor here, which notices, turns it
+    into one clear error."""
     global _JOB
     context = mp.get_context("fork")
     stop, started = context.Event(), context.Value("i", 0)
@@ -66,21 +73,23 @@ def run(space: Space, unit_of: Callable[[int], Unit], n_units: int, length: int,
 
 def _collect(context: Any, workers: int, n_units: int, stop: Any, cancelled: Callable[[], bool],
              on_answer: Callable[[int, Answer], None]) -> None:
-    """Run the pool and hand each answer to ``on_answer`` as it lands, passing a cancel on to the workers."""
-    with context.Pool(workers, initializer=_quiet) as pool:
-        results = pool.imap_unordered(_search_one, range(n_units))
-        done = 0
-        while done < n_units:
-            try:
-                i, answer = results.next(timeout=0.05)
-            except mp.TimeoutError:
-                if cancelled():
-                    stop.set()
-                continue
-            done += 1
-            on_answer(i, answer)
+    """Run the workers and hand each answer to ``on_answer`` as it lands, passing a cancel on to them."""
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_quiet)
+    try:
+        pending = {pool.submit(_search_one, i) for i in range(n_units)}
+        while pending:
+            done, pending = wait(pending, timeout=0.05, return_when=FIRST_COMPLETED)
+            for future in done:
+                on_answer(*future.result())
             if cancelled():
                 stop.set()
+    except BrokenProcessPool:
+        raise DataError("a SEARCH ... EXACT worker process died (killed, or out of memory?); "
+                        "SET workers = 1 searches in this process, with less memory") from None
+    finally:
+        stop.set()  # units still running stop at their next check; queued ones are dropped
+        pool.shutdown(wait=True, cancel_futures=True)
+
 
 def _quiet() -> None:
     """In a worker: Ctrl-C is the parent's to handle (it cancels through the shared event)."""

@@ -249,6 +249,8 @@ class _ParentNames:
 
     def row(self, value: Any, key: str = "") -> Any:
         if isinstance(value, str) and key == "formula":
+            if value == "NONE":  # a unit no formula overlaps: not a concept of either store
+                return value
             try:
                 stmt = self.parse(value)
             except Exception:  # not a formula (a message): leave it as it is

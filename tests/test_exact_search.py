@@ -201,3 +201,41 @@ def test_two_threads_searching_with_workers_keep_their_own_answers(monkeypatch):
     for t in threads:
         t.join(60)
     assert together == alone
+
+
+@pytest.mark.skipif(not exact_pool.available(), reason="this platform cannot fork workers")
+def test_a_worker_that_dies_is_an_error_not_a_hang():
+    """A worker killed mid-unit (the OOM killer, kill -9) lost its unit: the statement used to wait forever."""
+    import os
+    import signal
+    import threading
+
+    from cxql.errors import CxqlError
+    from cxql.exact_search import space_of, units_of
+
+    session, _, _ = tiny_session(u=12)
+    store = session.store
+    space = space_of(store)
+    hists = session.search_context().hists
+    parent = os.getpid()
+
+    def unit_of(i: int):
+        if i == 5 and os.getpid() != parent:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return units_of(hists, space, [i])[0]
+
+    outcome: list = []
+
+    def work() -> None:
+        try:
+            exact_pool.run(space, unit_of, 12, 3, None, lambda: False, 2, lambda i, a: None)
+            outcome.append("returned")
+        except CxqlError as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    thread.join(30)
+    assert not thread.is_alive(), "EXACT waited forever on a dead worker"
+    [error] = outcome
+    assert isinstance(error, CxqlError) and "worker" in str(error) and "workers = 1" in str(error)

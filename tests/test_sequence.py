@@ -167,3 +167,12 @@ def test_sequence_operators_follow_set_threshold_and_explain_search(tokens):
     exact = session.execute("SEARCH unit 0 LENGTH 2 EXACT USING upos, PREV(upos)").rows[0]
     beam = session.execute("SEARCH unit 0 LENGTH 2 USING upos, PREV(upos)").rows[0]
     assert exact["iou"] >= beam["iou"]
+
+
+@pytest.mark.parametrize("query", ["SEARCH unit 0 LENGTH 2 USING a, b", "SEARCH unit 0 LENGTH 2 EXACT USING a, b"])
+def test_search_using_a_unit_that_never_fires_answers_none(query):
+    """The derived session's NONE is not a concept name to map back (it raised "unknown concept 'NONE'")."""
+    store = cxql.ConceptStore.from_masks(np.eye(4, dtype=bool), ["a", "b", "c", "d"])
+    store.add_unit_masks("l", np.zeros((4, 1), dtype=bool))
+    [row] = cxql.connect(store).execute(query).rows
+    assert row["formula"] == "NONE" and row["iou"] == 0.0
