@@ -283,3 +283,26 @@ def test_cli_units_add_takes_other_scipy_layouts(tmp_path, layout):
     layer = cxql.ConceptStore.open(tmp_path / "s").layers["sae"]
     for u in range(9):
         assert np.array_equal(layer.unit_positions(u), np.flatnonzero(dense[:, u] > 0))
+
+
+def test_a_vision_store_needs_an_explicit_threshold_for_sparse_units():
+    """Its dense units default to the top 0.5 %, which a sparse matrix cannot take: no silent other rule."""
+    rng = np.random.default_rng(4)
+    store = cxql.ConceptStore.from_masks(rng.random((120, 4)) < 0.3, list("abcd"))
+    matrix = sp.random(120, 5, density=0.2, format="csr", random_state=4, dtype=np.float32)
+    with pytest.raises(DataError, match="default to the threshold quantile:0.995") as info:
+        add_sparse_units(store, "v", matrix)
+    assert "value:0" in (info.value.hint or "")
+    assert add_sparse_units(store, "v", matrix, "value:0").n_units == 5
+
+
+def test_a_zip_that_is_neither_torch_nor_npz_is_named(tmp_path):
+    import zipfile
+
+    from cxql.store.activation_files import load_activations
+
+    with zipfile.ZipFile(tmp_path / "acts.pt", "w") as z:
+        z.writestr("notes.txt", "hello")
+    with pytest.raises(DataError, match="neither a torch.save file nor an .npz") as info:
+        load_activations(tmp_path / "acts.pt")
+    assert "save_npz" in (info.value.hint or "")

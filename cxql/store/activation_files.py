@@ -29,7 +29,8 @@ from .units import as_array
 NPY_MAGIC = b"\x93NUMPY"
 ZIP_MAGIC = b"PK\x03\x04"
 PICKLE_MAGIC = b"\x80"  # protocol 2+ pickles, torch's legacy (non-zip) format
-SAVE_HINT = "save activations with numpy.save (.npy) or torch.save (.pt) as one array or tensor"
+SAVE_HINT = ("save activations with numpy.save (.npy) or torch.save (.pt) as one array or tensor, or a sparse "
+             "[positions, units] matrix with scipy.sparse.save_npz")
 
 
 def load_activations(path: str | Path) -> np.ndarray:
@@ -54,7 +55,11 @@ def load_activations(path: str | Path) -> np.ndarray:
         if head.startswith(ZIP_MAGIC):
             if _is_npz(p):
                 raise DataError(f"{path}: is an .npz archive of several arrays, not one array",
-                                hint="save the array alone, e.g. numpy.save('acts.npy', acts)")
+                                hint="save the array alone, e.g. numpy.save('acts.npy', acts), or a sparse "
+                                     "matrix with scipy.sparse.save_npz")
+            if not _is_torch_zip(p):
+                raise DataError(f"{path}: is a zip archive, but neither a torch.save file nor an .npz of arrays",
+                                hint=SAVE_HINT)
             return _tensor_to_array(_torch_load(p, mmap=True), path)
         if head.startswith(PICKLE_MAGIC):
             return _tensor_to_array(_torch_load(p, mmap=False), path)
@@ -69,6 +74,12 @@ def _is_npz(path: Path) -> bool:
     with zipfile.ZipFile(path) as z:
         names = z.namelist()
     return bool(names) and all(n.endswith(".npy") for n in names)
+
+
+def _is_torch_zip(path: Path) -> bool:
+    """torch.save's zip format: one top folder holding data.pkl (and the tensors' storages)."""
+    with zipfile.ZipFile(path) as z:
+        return any(n == "data.pkl" or n.endswith("/data.pkl") for n in z.namelist())
 
 
 def _torch_load(path: Path, mmap: bool) -> Any:

@@ -284,6 +284,10 @@ def add_sparse_units(store: Any, layer: str, source: Any, threshold: Any = None,
     from .validate_input import check_new_layer
 
     check_new_layer(store.layers, layer, replace)
+    if threshold is None and store.kind == "vision":  # its dense units default to NetDissect's top 0.5 %
+        raise DataError(f"this vision store's units default to the threshold {store.default_threshold()}, which a "
+                        "sparse matrix cannot take (it would count the implicit zeros)",
+                        hint="give an absolute threshold, e.g. --threshold value:0 (active where positive)")
     value = sparse_threshold(threshold)
     progress = progress or Quiet()
     try:
