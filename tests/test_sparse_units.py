@@ -306,3 +306,18 @@ def test_a_zip_that_is_neither_torch_nor_npz_is_named(tmp_path):
     with pytest.raises(DataError, match="neither a torch.save file nor an .npz") as info:
         load_activations(tmp_path / "acts.pt")
     assert "save_npz" in (info.value.hint or "")
+
+
+@pytest.mark.parametrize("shape_rows, start, fault", [
+    (None, 1, "indptr starts at 1, not 0"),
+    (7, 0, "its shape says 7 rows, so indptr should have 8 entries; it has"),
+])
+def test_an_inconsistent_csr_says_which_part_disagrees(shape_rows, start, fault):
+    from cxql.store.sparse_units import CsrArrays, _checked
+
+    matrix = sp.random(12, 3, density=0.3, format="csr", random_state=2)
+    indptr = matrix.indptr.copy()
+    indptr[0] = start
+    shape = (shape_rows or 12, 3)
+    with pytest.raises(DataError, match=fault):
+        _checked(CsrArrays(shape, indptr, matrix.indices, matrix.data, "acts.npz"), "acts.npz: ")

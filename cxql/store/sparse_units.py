@@ -141,9 +141,11 @@ def _checked(csr: CsrArrays, where: str = "") -> CsrArrays:
         if getattr(csr, key).dtype.kind not in "iu":
             raise DataError(f"{where}cannot read a scipy sparse matrix ({key} holds {getattr(csr, key).dtype})")
     ptr = csr.indptr
-    if len(ptr) != rows + 1 or (len(ptr) and int(ptr[0]) != 0):
-        raise DataError(f"{where}cannot read a scipy sparse matrix (indptr has {len(ptr)} entries "
-                        f"for {rows} rows, or does not start at 0)")
+    if len(ptr) != rows + 1:
+        raise DataError(f"{where}cannot read a scipy sparse matrix (its shape says {rows:,} rows, so indptr "
+                        f"should have {rows + 1:,} entries; it has {len(ptr):,})")
+    if int(ptr[0]) != 0:
+        raise DataError(f"{where}cannot read a scipy sparse matrix (indptr starts at {int(ptr[0])}, not 0)")
     for a in range(0, rows, BLOCK_NNZ):
         steps = np.diff(np.asarray(ptr[a:a + BLOCK_NNZ + 1], dtype=np.int64))
         if np.any(steps < 0):
