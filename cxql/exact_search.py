@@ -107,7 +107,9 @@ def explain_lines(session: StatementContext, stmt: s.Search) -> list[str]:
             f"  score: {metric.label} = {metric.formula}, ranked as IoU (the bound is IoU's, mapped)"
             if metric.name != "iou" else "  score: IoU = |M&F| / (|M| + |F| - |M&F|)",
             f"  rows add optimal (proven) and bound (>= every formula's {metric.label}; = {metric.name} when optimal)",
-            f"  memory: about {format_size(estimate)} (memory_limit {format_size(session.settings['memory_limit'])})"]
+            f"  memory: about {format_size(estimate)} (memory_limit {format_size(session.settings['memory_limit'])})",
+            *([f"  note: at LENGTH {length} a proof can take hours (the space grows as {k:,}^{length}); "
+               "add WITHIN t s to cap it and read the gap from bound"] if length >= 4 and stmt.within is None else [])]
 
 
 def units_of(hists: Hists, space: Space, units: list[int]) -> list[Unit]:

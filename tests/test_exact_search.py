@@ -117,6 +117,9 @@ def test_explain_names_the_exact_engine():
     assert any("two-leaf prefixes screened in one batch" in line for line in plan)
     estimate = session.searcher("exact").estimate_bytes(session.search_context(), [0], 0)
     assert any(line.strip().startswith("memory: about") and format_size(estimate) in line for line in plan)
+    assert not any("can take hours" in line for line in plan)
+    long = [r["plan"] for r in session.execute("EXPLAIN SEARCH unit * LENGTH 5 EXACT").rows]
+    assert any("at LENGTH 5 a proof can take hours" in line and "WITHIN" in line for line in long)
 
 
 @pytest.mark.parametrize("seed", range(4))
