@@ -183,8 +183,10 @@ def search_unit(space: Space, unit: Unit, length: int, *, deadline: float | None
         # tables and screen below cost far more than the seed, once per unit: thousands of units would each
         # pay them after a Ctrl-C, long after the user asked to stop.
         v, root = _frac(best.a, best.b), _frac(root_a, root_b)
+        proven = root <= v  # the root bound (capped at 1) is the incumbent itself: nothing can beat it
         key = best.key if best.a > 0 else None
-        return Answer(key, best.inter if key else 0, best.size if key else 0, unit.size, root < v, max(v, root))
+        return Answer(key, best.inter if key else 0, best.size if key else 0, unit.size, proven,
+                      v if proven else max(v, root))
     heap: list = []
     counter = 0
 

@@ -453,3 +453,16 @@ def test_a_unit_stopped_before_it_starts_answers_its_seed_without_the_pair_scree
         want, _ = enumerate_best(dense, unit, length)
         assert got.bound >= want >= got.iou
         assert not got.optimal or got.bound == got.iou
+
+
+def test_a_unit_stopped_before_its_search_is_proven_when_its_seed_reaches_the_root_bound():
+    """Cancelled at once, a unit equal to a concept answers it with IoU 1: the bound (1) proves it."""
+    dense = np.zeros((20, 3), dtype=bool)
+    dense[:8, 0], dense[5:15, 1], dense[::3, 2] = True, True, True
+    rows, inverse = np.unique(dense, axis=0, return_inverse=True)
+    inverse = inverse.ravel()
+    space = Space.from_member(rows, np.bincount(inverse, minlength=len(rows)))
+    hits = np.bincount(inverse, weights=dense[:, 0], minlength=len(rows)).astype(np.int64)
+    sigs = np.flatnonzero(hits)
+    got = search_unit(space, Unit(space, sigs, hits[sigs]), 3, cancelled=lambda: True)
+    assert got.key == (0,) and got.iou == 1.0 and got.bound == 1.0 and got.optimal
