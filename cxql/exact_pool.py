@@ -4,9 +4,9 @@ Why processes. A unit's proof is a few hundred small numpy calls, so
 threads only take turns on the GIL (measured: no gain); processes scale
 with the cores, as the beam's torch threads do. Why fork. The store's
 tables (signature pairs, the unit histograms, the |c AND d| table once
-built) are inherited copy-on-write instead of pickled; where fork is not
-available (macOS and Windows default to spawn) the search stays in one
-process. Workers run numpy only, never torch or the terminal, so the
+built) are inherited copy-on-write instead of pickled; off Linux (Windows
+cannot fork; macOS can, but its system libraries are not fork-safe once a
+process has threads) the search stays in one process. Workers run numpy only, never torch or the terminal, so the
 threads of the parent (torch's pool, a live progress bar) do not matter.
 
 Budget and cancel. ``end`` (``time.monotonic``, the same clock in every
@@ -24,6 +24,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import signal
+import sys
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -41,8 +42,9 @@ _ONE_AT_A_TIME = threading.Lock()
 
 
 def available() -> bool:
-    """Whether this platform can fork workers (else EXACT runs in one process)."""
-    return "fork" in mp.get_all_start_methods()
+    """Whether this platform forks workers safely: Linux (macOS can fork, but its system libraries are not
+    fork-safe once threads exist, so there, as on Windows, EXACT runs in one process)."""
+    return sys.platform.startswith("linux") and "fork" in mp.get_all_start_methods()
 
 
 def workers_for(setting: int | None, n_units: int) -> int:
