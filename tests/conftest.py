@@ -29,3 +29,22 @@ def small_store():
     store = cxql.ConceptStore.from_masks(concepts, names, ["a"] * 5 + ["b"] * (len(names) - 5))
     store.add_unit_masks("layer", units)
     return store, concepts, names, units
+
+
+class CancelAt:
+    """Progress that cancels ``session``'s statement at the n-th advance (counting from 1); n = 0: as it starts."""
+
+    def __init__(self, session, n: int = 1) -> None:
+        self.session, self.n, self.seen = session, n, 0
+
+    def start(self, total, description):
+        if self.n == 0:
+            self.session.cancel()
+
+    def advance(self, n=1, note=None):
+        self.seen += 1
+        if self.seen == self.n:
+            self.session.cancel()
+
+    def finish(self):
+        pass

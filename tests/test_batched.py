@@ -8,7 +8,7 @@ import torch
 
 import cxql
 import reference as ref
-from conftest import random_store_data
+from conftest import CancelAt, random_store_data
 from cxql.backend import Backend
 from cxql.batched import BatchedSearch
 from cxql.search import SearchResult
@@ -108,18 +108,7 @@ def test_session_uses_batched_engine_with_progress_and_plain_setting() -> None:
 def test_cancel_stops_between_steps() -> None:
     store, *_ = awkward_store(4)
     session = cxql.connect(store)
-
-    class CancelAtOnce:
-        def start(self, total, description):
-            pass
-
-        def advance(self, n=1, note=None):
-            session.cancel()
-
-        def finish(self):
-            pass
-
-    session.progress = CancelAtOnce()
+    session.progress = CancelAt(session, 1)
     result = session.execute("SEARCH unit * LENGTH 5 BEAM 3")
     assert result.rows == [] and "cancelled" in result.message
 

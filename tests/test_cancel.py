@@ -13,28 +13,10 @@ import numpy as np
 import pytest
 
 import cxql
-from conftest import random_store_data
+from conftest import CancelAt, random_store_data
 from cxql import statements
 from cxql.cancel import CancelToken, Cancelled
 from cxql.shell.runner import run_statements
-
-
-class CancelAt:
-    """Progress that cancels ``session``'s statement at the n-th advance (counting from 1)."""
-
-    def __init__(self, session, n: int = 1) -> None:
-        self.session, self.n, self.seen = session, n, 0
-
-    def start(self, total, description):
-        pass
-
-    def advance(self, n=1, note=None):
-        self.seen += 1
-        if self.seen == self.n:
-            self.session.cancel()
-
-    def finish(self):
-        pass
 
 
 def test_a_token_is_one_way_and_thread_safe() -> None:

@@ -9,6 +9,7 @@ import cxql
 from cxql import exact_pool
 from cxql.errors import QueryError
 from cxql.memory import format_size
+from conftest import CancelAt
 from test_exact import enumerate_best
 
 
@@ -79,18 +80,7 @@ def test_bad_exact_searches_get_one_clear_error(query, message):
 def test_cancel_reports_best_found_with_a_bound_above_the_optimum(workers):
     session, dense, units = tiny_session(seed=3, k=8, u=6 * workers)
     session.execute(f"SET workers = {workers}")
-
-    class CancelAtOnce:
-        def start(self, total, description):
-            session.cancel()
-
-        def advance(self, n=1, note=None):
-            pass
-
-        def finish(self):
-            pass
-
-    session.progress = CancelAtOnce()
+    session.progress = CancelAt(session, 0)
     rows = session.execute("SEARCH unit * LENGTH 3 EXACT").rows
     assert len(rows) == units.shape[1]            # every unit answers, as when the budget runs out
     for row in rows:

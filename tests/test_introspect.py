@@ -8,6 +8,7 @@ import re
 import pytest
 
 import cxql
+from conftest import CancelAt
 from cxql.introspect import like
 
 
@@ -48,18 +49,7 @@ def test_like_with_many_wildcards_finishes(small_store) -> None:
 def test_show_unit_cancelled_returns_a_clean_message(small_store) -> None:
     store, *_ = small_store
     session = cxql.connect(store)
-
-    class CancelAtStart:
-        def start(self, total, description):
-            session.cancel()
-
-        def advance(self, n=1, note=None):
-            pass
-
-        def finish(self):
-            pass
-
-    session.progress = CancelAtStart()
+    session.progress = CancelAt(session, 0)
     result = session.execute("SHOW unit 0")
     assert result.rows == [] and "cancelled" in result.message
     session.progress = cxql.engine.Quiet()
