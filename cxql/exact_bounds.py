@@ -183,19 +183,18 @@ def _crude(space: Space, unit: Unit, parent: Key | None, ds: np.ndarray, ops: np
     w_all = (unit.m * b - unit.fp * a).astype(unit.dtype)
     in_d = unit.member[ds]                                                # [J, E]
     ops_ = np.asarray(ops)[:, None]
-    if _per_row(parent):  # two-leaf nodes c op d: W(H AND e) from per-concept rows and the small c AND d part
+    if _per_row(parent):
         g_a = unit.member[parent]                                        # [J, E]: each node's own first leaf
-        g_h = np.where(ops_ == OR, g_a | in_d, np.where(ops_ == AND, g_a & in_d, g_a & ~in_d))
+    else:
+        g_a = unit.inside(space, parent) if parent else np.zeros(len(unit.sigs), bool)
+    g_h = np.where(ops_ == OR, g_a | in_d, np.where(ops_ == AND, g_a & in_d, g_a & ~in_d))
+    big_w = (w_all * g_h).sum(1)[:, None]
+    if _per_row(parent):  # two-leaf nodes c op d: W(H AND e) from per-concept rows and the small c AND d part
         both = unit.spread_rows(w_all * (g_a & in_d))
         w_a, w_d = unit.weight_rows(parent, w_all, (a, b)), unit.weight_rows(ds, w_all, (a, b))
         w_hc = np.where(ops_ == OR, w_a + w_d - both, np.where(ops_ == AND, both, w_a - both))
-        big_w = (w_all * g_h).sum(1)[:, None]
     else:
-        g_a = unit.inside(space, parent) if parent else np.zeros(len(unit.sigs), bool)
-        g_h = np.where(ops_ == OR, g_a | in_d, np.where(ops_ == AND, g_a & in_d, g_a & ~in_d))
-        w_h = w_all * g_h
-        big_w = w_h.sum(1)[:, None]
-        w_hc = unit.spread_rows(w_h)
+        w_hc = unit.spread_rows(w_all * g_h)
     w_c = np.asarray(unit.spread(w_all), dtype=unit.dtype)[None]
     n_h = (np.asarray(n_g) - np.asarray(tp_g)).astype(unit.dtype)[:, None] - (unit.fp * g_h).sum(1)[:, None]
     cap = np.minimum(unit.out_c[None], n_h)

@@ -110,16 +110,19 @@ def first_two(space: Space, unit: Unit, prune: _Pruner, best: Any, length: int,
     if not len(rows):
         return Nodes.none()
     tables = _Tables(space, unit, rows)
-    ops = [(op, tables.entries(op)) for op in (OR, AND, AND_NOT)]
-    for op, e in ops:
-        _offer(best, tables, e, op)
+    ops = []  # (op, its pairs, their |M AND H|, |H| and validity): computed once, read by every round
+    for op in (OR, AND, AND_NOT):
+        entries = tables.entries(op)
+        ops.append((op, entries, _counts(tables, entries, op)))
+    for op, e, counts in ops:
+        _offer(best, tables, e, op, counts)
     if length < 3:
         return Nodes.none()
     probed: set[tuple] = set()
     for _ in range(PROBE_ROUNDS + 1):
         prune.update(best)
         tables.weigh(prune, best.a, best.b)
-        parts = [_screen(tables, e, op, prune, best, length) for op, e in ops]
+        parts = [_screen(tables, e, op, counts, prune, best, length) for op, e, counts in ops]
         nodes = Nodes(*(np.concatenate([part[f] for part in parts]) for f in range(5)))
         nodes = nodes.take(np.argsort(-np.concatenate([part[5] for part in parts]), kind="stable"))
         version = best.version
@@ -236,9 +239,9 @@ def _counts(t: _Tables, e: _Entries, op: int) -> tuple[np.ndarray, np.ndarray, n
     return tp_r - e.tp, s_r - e.size, e.size != s_r
 
 
-def _offer(best: Any, t: _Tables, e: _Entries, op: int) -> None:
+def _offer(best: Any, t: _Tables, e: _Entries, op: int, counts: tuple) -> None:
     """Offer the first (key order) two-leaf formula of greatest exact IoU for ``op``."""
-    tp, size, valid = _counts(t, e, op)
+    tp, size, valid = counts
     cand = t.space.candidates
     offer_first(best, tp, size, t.unit.size + size - tp, valid,
                  lambda i: (int(cand[t.rows[e.r[i]]]), int(cand[e.d[i]]), op))
@@ -260,10 +263,10 @@ def offer_first(best: Any, tp: np.ndarray, size: np.ndarray, union: np.ndarray, 
     best.offer(int(tp[win]), int(union[win]), (len(key) + 1) // 2, key, int(size[win]))
 
 
-def _screen(t: _Tables, e: _Entries, op: int, prune: _Pruner, best: Any, length: int) -> tuple:
+def _screen(t: _Tables, e: _Entries, op: int, counts: tuple, prune: _Pruner, best: Any, length: int) -> tuple:
     """(c1, c2, op, |H|, |M AND H|, bound) of the nodes H = c op d that may still lead to a better formula."""
     a, b, aM = best.a, best.b, best.a * t.unit.size
-    tp, size, valid = _counts(t, e, op)
+    tp, size, valid = counts
     pos = np.where(e.at >= 0, t.positive[e.at], 0)
     h_r, h_d = t.h_c[t.rows[e.r]], t.h_c[e.d]
     if op == OR:

@@ -10,6 +10,8 @@ unit). Expanding a prefix G scores all 3K children at once from |G AND c|
 
 from __future__ import annotations
 
+from typing import Callable, Iterable
+
 import numpy as np
 
 OR, AND, AND_NOT = 0, 1, 2
@@ -146,8 +148,7 @@ class Space:
     def pair_sizes(self, slots: np.ndarray) -> np.ndarray:
         """int64 [len(slots), K']: |c AND d| for the candidates ``slots`` (rows) and every candidate d.
 
-        Built once for the whole store, as one bincount over the pairs of concepts that share a signature,
-        when the table is small (at most PAIR_CELLS cells, and not many more pairs to count); else row by
+        Built once for the whole store (``_pair_table``) when it has at most PAIR_CELLS cells; else row by
         row from ``overlaps``, which caches them.
         """
         k = len(self.candidates)
@@ -200,23 +201,17 @@ class Unit:
 
     def off_rows(self, space: "Space", ds: np.ndarray) -> np.ndarray:
         """[J, K']: N(d_j AND c), the positions of d_j AND c where the unit never fires (kept per concept)."""
-        new = [int(d) for d in dict.fromkeys(ds.tolist()) if int(d) not in self._off]
-        if new:
-            unit_part = self.spread_rows((self.m + self.fp) * self.member[new])
-            for d, row, pairs in zip(new, unit_part, space.pair_sizes(space.slot[new])):
-                self._off[d] = (pairs - row).astype(self.dtype)
-        return np.stack([self._off[int(d)] for d in ds])
+        return _kept_rows(self._off, ds, lambda new: (
+            (pairs - row).astype(self.dtype)
+            for row, pairs in zip(self.spread_rows((self.m + self.fp) * self.member[new]),
+                                  space.pair_sizes(space.slot[new]))))
 
     def weight_rows(self, ds: np.ndarray, w: np.ndarray, tag: tuple) -> np.ndarray:
         """[J, K']: W(d_j AND c), the weights ``w`` [E] of the unit's signatures in both (kept per concept
         while ``tag``, the incumbent the weights belong to, stays the same)."""
         if self._w_tag != tag:
             self._w_tag, self._w = tag, {}
-        new = [int(d) for d in dict.fromkeys(ds.tolist()) if int(d) not in self._w]
-        if new:
-            for d, row in zip(new, self.spread_rows(w * self.member[new])):
-                self._w[d] = row
-        return np.stack([self._w[int(d)] for d in ds])
+        return _kept_rows(self._w, ds, lambda new: self.spread_rows(w * self.member[new]))
 
     def inside(self, space: "Space", key: Key) -> np.ndarray:
         """bool [E]: which of the unit's signatures the formula ``key`` holds (no pass over the whole store)."""
@@ -249,3 +244,13 @@ class Unit:
         out = np.zeros(self.n_cand, self.dtype)
         np.add.at(out, self.slot, values[self.row])
         return out
+
+
+def _kept_rows(kept: dict[int, np.ndarray], ds: np.ndarray,
+               make: Callable[[list[int]], Iterable[np.ndarray]]) -> np.ndarray:
+    """[J, K']: the row of each concept in ``ds``, computed by ``make`` (for the ones not ``kept`` yet, in one
+    batch) and kept for later calls."""
+    new = [int(d) for d in dict.fromkeys(ds.tolist()) if int(d) not in kept]
+    if new:
+        kept.update(zip(new, make(new)))
+    return np.stack([kept[int(d)] for d in ds])
